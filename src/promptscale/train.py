@@ -1,0 +1,161 @@
+"""``promptscale-train``: one run (or, with ``--multirun``, a sweep) of a method on a task and model.
+
+Order matters: the config and the data are checked before any model is loaded, so bad input
+fails in seconds with one line.
+"""
+
+from __future__ import annotations
+
+import os
+import resource
+import sys
+import time
+from pathlib import Path
+
+import hydra
+from omegaconf import DictConfig, OmegaConf
+
+from promptscale import __version__
+from promptscale.config import register_configs, validate
+from promptscale.errors import PromptscaleError
+
+CONF_DIR = str(Path(__file__).resolve().parents[2] / "conf")
+register_configs()
+
+
+def results_path(cfg) -> Path:
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
+
+    path = Path(cfg.results_file)
+    if path.is_absolute():
+        return path
+    hydra_cfg = HydraConfig.get()
+    root = hydra_cfg.sweep.dir if hydra_cfg.mode == RunMode.MULTIRUN else hydra_cfg.runtime.output_dir
+    return Path(root) / path
+
+
+def make_logger(cfg, out_dir: Path, config: dict):
+    """W&B (offline by default), CSV, or nothing. If W&B cannot start, say so once and log to CSV."""
+    from lightning.pytorch.loggers import CSVLogger, WandbLogger
+
+    kind = cfg.logger.kind
+    if kind == "none":
+        return None
+    if kind == "wandb":
+        try:
+            logger = WandbLogger(
+                project=cfg.logger.project,
+                save_dir=str(out_dir),
+                offline=cfg.logger.mode == "offline",
+                group=cfg.logger.group or cfg.experiment,
+                tags=[*cfg.logger.tags, cfg.method.name, cfg.model.name, cfg.task.name],
+                config=config,
+            )
+            logger.experiment  # start now, so a failure is caught here and not mid-training
+            return logger
+        except Exception as err:  # noqa: BLE001 - tracking must never cost a run
+            print(f"promptscale: W&B could not start ({err}); logging to CSV in {out_dir} instead", file=sys.stderr)
+    return CSVLogger(str(out_dir), name="csv")
+
+
+def peak_memory_bytes() -> int:
+    import torch
+
+    if torch.cuda.is_available() and torch.cuda.max_memory_allocated() > 0:
+        return int(torch.cuda.max_memory_allocated())
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # Linux reports KiB
+
+
+def trainer_kwargs(cfg) -> dict:
+    kwargs = OmegaConf.to_container(cfg.trainer, resolve=True)
+    return {k: v for k, v in kwargs.items() if v is not None}
+
+
+def run(cfg: DictConfig) -> dict:
+    """Train and evaluate once; append the results line; return it."""
+    from hydra.core.hydra_config import HydraConfig
+
+    validate(cfg)
+    from promptscale.data.datamodule import TaskDataModule
+
+    data = TaskDataModule(cfg.task, cfg.data, cfg.seed)
+    data.read()
+
+    import lightning as L
+    import torch
+
+    from promptscale.methods import method_class
+    from promptscale.models import load_backbone
+    from promptscale.results import append_result, config_hash, git_commit
+
+    start = time.time()
+    L.seed_everything(cfg.seed, workers=True, verbose=False)
+    backbone = load_backbone(cfg.model)
+    module = method_class(cfg.method.name)(cfg, backbone)
+    data.attach(backbone.tokenizer, cfg.model.family, cfg.method.head)
+
+    out_dir = Path(HydraConfig.get().runtime.output_dir)
+    config = OmegaConf.to_container(cfg, resolve=True)
+    logger = make_logger(cfg, out_dir, config)
+    kwargs = trainer_kwargs(cfg)
+    trainer = L.Trainer(**kwargs, logger=logger or False, default_root_dir=str(out_dir))
+    trainer.fit(module, datamodule=data)
+    # the final evaluation always covers the whole eval split (data.eval_size subsamples it)
+    evaluator = L.Trainer(
+        **{k: v for k, v in kwargs.items() if k in ("accelerator", "devices", "precision", "enable_progress_bar")},
+        logger=logger or False,
+        default_root_dir=str(out_dir),
+        enable_model_summary=False,
+    )
+    metrics = {k.removeprefix("eval/"): float(v) for k, v in evaluator.validate(module, datamodule=data, verbose=False)[0].items()}
+
+    from promptscale.metrics import task_score
+
+    record = {
+        "status": "finished",
+        "config_hash": config_hash(config),
+        "config": config,
+        "task": cfg.task.name,
+        "method": cfg.method.name,
+        "model": cfg.model.name,
+        "model_params": int(cfg.model.params),
+        "seed": cfg.seed,
+        "metrics": metrics,
+        "score": task_score(metrics),
+        **module.parameter_counts(),
+        "train_steps": trainer.global_step,
+        "wall_time_s": round(time.time() - start, 2),
+        "peak_memory_bytes": peak_memory_bytes(),
+        "device": "cuda" if torch.cuda.is_available() else "cpu",
+        "output_dir": str(out_dir),
+        "version": __version__,
+        "git_commit": git_commit(),
+        "finished_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+    }
+    if logger is not None:
+        logger.log_metrics({k: record[k] for k in ("trainable_params", "total_params", "wall_time_s", "peak_memory_bytes", "score")})
+        if hasattr(logger, "experiment") and type(logger).__name__ == "WandbLogger":
+            logger.experiment.finish()
+        else:
+            logger.save()
+    append_result(results_path(cfg), record)
+    print(
+        f"promptscale: {cfg.method.name} on {cfg.task.name} with {cfg.model.name}: score {record['score']:.4f} "
+        f"({record['trainable_params']:,} trainable of {record['total_params']:,} params) -> {results_path(cfg)}"
+    )
+    return record
+
+
+@hydra.main(version_base="1.3", config_path=CONF_DIR, config_name="train")
+def main(cfg: DictConfig) -> None:
+    os.environ.setdefault("WANDB_SILENT", "true")
+    try:
+        run(cfg)
+    except PromptscaleError as err:
+        print(f"promptscale: error: {err}", file=sys.stderr)
+        sys.exit(2)
+
+
+if __name__ == "__main__":
+    main()
