@@ -23,16 +23,25 @@ CONF_DIR = str(Path(__file__).resolve().parents[2] / "conf")
 register_configs()
 
 
-def results_path(cfg) -> Path:
+def hydra_paths(cfg) -> tuple[Path, Path]:
+    """This job's output dir, and the results store: relative to the run dir (single run) or
+    to the sweep dir (multirun), so that every job of a sweep appends to one file."""
     from hydra.core.hydra_config import HydraConfig
     from hydra.types import RunMode
 
-    path = Path(cfg.results_file)
-    if path.is_absolute():
-        return path
     hydra_cfg = HydraConfig.get()
-    root = hydra_cfg.sweep.dir if hydra_cfg.mode == RunMode.MULTIRUN else hydra_cfg.runtime.output_dir
-    return Path(root) / path
+    out_dir = Path(hydra_cfg.runtime.output_dir)
+    root = Path(hydra_cfg.sweep.dir) if hydra_cfg.mode == RunMode.MULTIRUN else out_dir
+    return out_dir, root / cfg.results_file
+
+
+def compose(overrides: list[str] = ()) -> DictConfig:
+    """The config ``promptscale-train`` would run with these overrides (for tests, notebooks, benchmarks)."""
+    from hydra import compose as hydra_compose
+    from hydra import initialize_config_dir
+
+    with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
+        return hydra_compose(config_name="train", overrides=list(overrides))
 
 
 def make_logger(cfg, out_dir: Path, config: dict):
@@ -72,10 +81,8 @@ def trainer_kwargs(cfg) -> dict:
     return {k: v for k, v in kwargs.items() if v is not None}
 
 
-def run(cfg: DictConfig) -> dict:
-    """Train and evaluate once; append the results line; return it."""
-    from hydra.core.hydra_config import HydraConfig
-
+def run(cfg: DictConfig, out_dir: Path, results_file: Path) -> dict:
+    """Train and evaluate once; append the results line to ``results_file``; return it."""
     validate(cfg)
     from promptscale.data.datamodule import TaskDataModule
 
@@ -95,7 +102,6 @@ def run(cfg: DictConfig) -> dict:
     module = method_class(cfg.method.name)(cfg, backbone)
     data.attach(backbone.tokenizer, cfg.model.family, cfg.method.head)
 
-    out_dir = Path(HydraConfig.get().runtime.output_dir)
     config = OmegaConf.to_container(cfg, resolve=True)
     logger = make_logger(cfg, out_dir, config)
     kwargs = trainer_kwargs(cfg)
@@ -119,7 +125,7 @@ def run(cfg: DictConfig) -> dict:
         "task": cfg.task.name,
         "method": cfg.method.name,
         "model": cfg.model.name,
-        "model_params": int(cfg.model.params),
+        "model_params": int(cfg.model.params) or sum(p.numel() for p in backbone.parameters()),
         "seed": cfg.seed,
         "metrics": metrics,
         "score": task_score(metrics),
@@ -139,10 +145,10 @@ def run(cfg: DictConfig) -> dict:
             logger.experiment.finish()
         else:
             logger.save()
-    append_result(results_path(cfg), record)
+    append_result(results_file, record)
     print(
         f"promptscale: {cfg.method.name} on {cfg.task.name} with {cfg.model.name}: score {record['score']:.4f} "
-        f"({record['trainable_params']:,} trainable of {record['total_params']:,} params) -> {results_path(cfg)}"
+        f"({record['trainable_params']:,} trainable of {record['total_params']:,} params) -> {results_file}"
     )
     return record
 
@@ -151,7 +157,7 @@ def run(cfg: DictConfig) -> dict:
 def main(cfg: DictConfig) -> None:
     os.environ.setdefault("WANDB_SILENT", "true")
     try:
-        run(cfg)
+        run(cfg, *hydra_paths(cfg))
     except PromptscaleError as err:
         print(f"promptscale: error: {err}", file=sys.stderr)
         sys.exit(2)

@@ -267,7 +267,8 @@ def read_conll(path: Path, labels: list[str] | None = None, tag_column: int = -1
                 flush()
                 continue
             if len(cols) < 2 or not -len(cols) <= tag_column < len(cols):
-                raise DataError(f"{path}:{lineno}: {len(cols)} column(s), need a token and a tag in column {tag_column}")
+                need = f"need a token and a tag in column {tag_column}"
+                raise DataError(f"{path}:{lineno}: {len(cols)} column(s), {need}")
             tag = cols[tag_column]
             if tag.startswith("I-"):
                 prev = tags[-1] if tags else "O"

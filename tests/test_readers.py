@@ -1,0 +1,280 @@
+"""Readers on the synthetic samples and on small hand-written files."""
+
+from __future__ import annotations
+
+import json
+import re
+from collections import Counter, defaultdict
+from pathlib import Path
+
+import pytest
+
+from promptscale.data.readers import READERS
+from promptscale.data.samples import main, write_samples
+from promptscale.errors import DataError
+
+FOLDERS = {
+    "boolq": "BoolQ", "cb": "CB", "copa": "COPA", "rte": "RTE", "wic": "WiC",
+    "wsc": "WSC", "multirc": "MultiRC", "record": "ReCoRD",
+}
+FIELDS = {
+    "boolq": {"passage", "question"},
+    "cb": {"premise", "hypothesis"},
+    "rte": {"premise", "hypothesis"},
+    "wic": {"word", "sentence1", "sentence2"},
+    "wsc": {"text", "span1", "span2"},
+    "copa": {"premise", "question"},
+    "multirc": {"passage", "question", "answer"},
+    "record": {"passage", "query", "query_before", "query_after"},
+}
+SIZES = {"train": 32, "dev32": 32, "val": 48}
+NER = ["O"] + [f"{p}-{t}" for t in ("PER", "LOC", "ORG", "MISC") for p in "BI"]
+
+
+@pytest.fixture(scope="module")
+def samples(tmp_path_factory) -> Path:
+    return write_samples(tmp_path_factory.mktemp("samples"))
+
+
+def jsonl(tmp_path: Path, *records, name: str = "data.jsonl") -> Path:
+    path = tmp_path / name
+    path.write_text("".join((r if isinstance(r, str) else json.dumps(r)) + "\n" for r in records))
+    return path
+
+
+def test_registry_names():
+    assert set(READERS) == {"boolq", "cb", "copa", "rte", "wic", "wsc", "multirc", "record", "conll"}
+
+
+@pytest.mark.parametrize("split", SIZES)
+@pytest.mark.parametrize("task", ["boolq", "cb", "copa", "rte", "wic", "wsc"])
+def test_samples_one_example_per_line(samples, task, split):
+    examples = READERS[task](samples / "fewglue" / FOLDERS[task] / f"{split}.jsonl", None)
+    assert len(examples) == SIZES[split]
+    assert all(set(e.fields) == FIELDS[task] and all(e.fields.values()) for e in examples)
+    assert len({e.guid for e in examples}) == len(examples)
+    counts = Counter(e.label for e in examples)
+    assert max(counts.values()) - min(counts.values()) <= 1  # balanced
+
+
+def test_samples_field_contents(samples):
+    fewglue = samples / "fewglue"
+    for e in READERS["wsc"](fewglue / "WSC" / "val.jsonl", None):
+        assert f"*{e.fields['span2']}*" in e.fields["text"]
+        assert e.fields["span1"] in e.fields["text"]
+    for e in READERS["wic"](fewglue / "WiC" / "val.jsonl", None):
+        assert e.fields["word"] in e.fields["sentence1"].lower() and e.fields["word"] in e.fields["sentence2"].lower()
+    for e in READERS["copa"](fewglue / "COPA" / "val.jsonl", None):
+        assert e.fields["question"] in ("cause", "effect")
+        assert len(e.candidates) == 2 and e.gold == [e.label]
+    for e in READERS["boolq"](fewglue / "BoolQ" / "val.jsonl", None):
+        assert not e.fields["question"].endswith("?") and " -- " in e.fields["passage"]
+
+
+def test_samples_multirc(samples):
+    for split, n in SIZES.items():
+        examples = READERS["multirc"](samples / "fewglue" / "MultiRC" / f"{split}.jsonl", None)
+        groups = defaultdict(list)
+        for e in examples:
+            assert set(e.fields) == FIELDS["multirc"]
+            groups[e.group].append(e.label)
+        assert len({g.split("-")[0] for g in groups}) == n
+        assert len(groups) == n + n // 2  # one or two questions per passage
+        assert all(sorted(labels) == [0, 0, 1, 1] for labels in groups.values())
+        assert len({e.guid for e in examples}) == len(examples)
+
+
+def test_samples_record(samples):
+    for split, n in SIZES.items():
+        examples = READERS["record"](samples / "fewglue" / "ReCoRD" / f"{split}.jsonl", None)
+        assert len(examples) == n
+        for e in examples:
+            assert set(e.fields) == FIELDS["record"] and "@highlight" not in e.fields["passage"]
+            assert e.label is not None and e.gold == [e.label]
+            answer = e.candidates[e.label]
+            assert e.answers == [answer]
+            filled = (e.fields["query_before"] + " " + answer + e.fields["query_after"]).strip()
+            assert filled == e.fields["query"].replace("@placeholder", answer)
+            assert len(set(e.candidates)) == len(e.candidates)
+
+
+@pytest.mark.parametrize("split,n", [("train", 60), ("valid", 30), ("test", 30)])
+def test_samples_conll(samples, split, n):
+    path = samples / "conll2003" / f"{split}.txt"
+    assert path.read_text().startswith("-DOCSTART- -X- -X- O\n\n")
+    examples = READERS["conll"](path, NER)
+    assert len(examples) == n
+    for e in examples:
+        assert e.fields == {} and e.label is None
+        assert len(e.tokens) == len(e.tags) > 0
+    tags = Counter(t.split("-")[-1] for e in examples for t in e.tags)
+    assert {"PER", "LOC", "ORG", "MISC", "O"} <= set(tags)
+
+
+def test_samples_deterministic(tmp_path):
+    def contents(root):
+        return {p.relative_to(root): p.read_text() for p in sorted(root.rglob("*")) if p.is_file()}
+
+    a = contents(write_samples(tmp_path / "a", seed=3))
+    assert a == contents(write_samples(tmp_path / "b", seed=3))
+    assert a != contents(write_samples(tmp_path / "c", seed=4))
+    assert len(a) == 8 * 3 + 3
+
+
+def test_samples_cli(tmp_path, capsys):
+    main([str(tmp_path / "out"), "--seed", "1"])
+    assert capsys.readouterr().out.strip() == str(tmp_path / "out")
+    assert (tmp_path / "out" / "fewglue" / "ReCoRD" / "val.jsonl").is_file()
+
+
+def test_bool_labels_map_by_str(tmp_path):
+    path = jsonl(
+        tmp_path,
+        {"passage": "p", "question": "q", "label": True, "idx": 7},
+        {"passage": "p", "question": "q", "label": False},
+        {"passage": "p", "question": "q"},
+        {"passage": "p", "question": "q", "label": -1},
+    )
+    examples = READERS["boolq"](path, ["False", "True"])
+    assert [e.label for e in examples] == [1, 0, None, None]
+    assert [e.guid for e in examples] == ["7", "2", "3", "4"]
+    assert [e.label for e in READERS["boolq"](path, ["True", "False"])][:2] == [0, 1]
+    assert [e.label for e in READERS["boolq"](path, None)][:2] == [1, 0]
+
+
+def test_string_labels(tmp_path):
+    path = jsonl(tmp_path, {"premise": "a", "hypothesis": "b", "label": "neutral", "idx": 0})
+    assert READERS["cb"](path, ["entailment", "contradiction", "neutral"])[0].label == 2
+    assert READERS["cb"](path, ["neutral", "entailment"])[0].label == 0
+
+
+def test_wsc_marks_pronoun(tmp_path):
+    def record(text, index, pronoun="it", label=True):
+        return {"text": text, "target": {"span1_text": "The cat", "span1_index": 0, "span2_text": pronoun,
+                                         "span2_index": index}, "label": label}
+
+    path = jsonl(
+        tmp_path,
+        record("The cat chased the dog because it was hungry.", 6),
+        record('The cat said "leave me alone," and the dog left it.', 10),
+        record("The dog tired the cat , so the cat let it rest.", 11),  # off by one: corrected
+        record("The cat sat because He was tired.", 4, pronoun="he", label=False),
+    )
+    examples = READERS["wsc"](path, None)
+    assert examples[0].fields == {
+        "text": "The cat chased the dog because *it* was hungry.", "span1": "The cat", "span2": "it"}
+    assert examples[1].fields["text"].endswith("dog left *it*.")
+    assert examples[2].fields["text"] == "The dog tired the cat , so the cat let *it* rest."
+    assert examples[3].fields["text"] == "The cat sat because *He* was tired."
+    assert [e.label for e in examples] == [1, 1, 1, 0]
+
+    bad = jsonl(tmp_path, record("The cat chased the dog because it was hungry.", 2), name="bad.jsonl")
+    with pytest.raises(DataError, match=rf"bad\.jsonl:1: .*span2_index=2 points at 'chased', not 'it'"):
+        READERS["wsc"](bad, None)
+
+
+def test_multirc_groups_and_cleaning(tmp_path):
+    passage = {
+        "text": "<b>Sent 1: </b>Ann met Bo.<br><b>Sent 2: </b>They ate <i>soup</i>.<br>",
+        "questions": [
+            {"question": "Who met?", "idx": 0, "answers": [
+                {"text": "Ann", "idx": 10, "label": 1}, {"text": "Cy", "idx": 11, "label": 0}]},
+            {"question": "What?", "idx": 3, "answers": [{"text": "soup", "idx": 12}]},
+        ],
+    }
+    examples = READERS["multirc"](jsonl(tmp_path, {"idx": 5, "passage": passage}), ["False", "True"])
+    assert [e.group for e in examples] == ["5-0", "5-0", "5-3"]
+    assert [e.guid for e in examples] == ["10", "11", "12"]
+    assert [e.label for e in examples] == [1, 0, None]
+    assert examples[0].fields == {"passage": "Ann met Bo.\nThey ate soup.", "question": "Who met?", "answer": "Ann"}
+
+
+def test_copa_candidates(tmp_path):
+    record = {"premise": "P.", "choice1": "A.", "choice2": "B.", "question": "cause", "label": 1, "idx": 4}
+    [e] = READERS["copa"](jsonl(tmp_path, record), None)
+    assert (e.guid, e.fields, e.candidates, e.label, e.gold) == ("4", {"premise": "P.", "question": "cause"},
+                                                                 ["A.", "B."], 1, [1])
+    with pytest.raises(DataError, match=r"data\.jsonl:1: label 2 is not one of \[0, 1\]"):
+        READERS["copa"](jsonl(tmp_path, dict(record, label=2)), None)
+
+
+def test_record_inclusive_spans_and_gold(tmp_path):
+    text = "Rome and Paris met Rome.\n@highlight\nParis wins"
+    entities = [{"start": 0, "end": 3}, {"start": 9, "end": 13}, {"start": 19, "end": 22}, {"start": 36, "end": 40}]
+    record = {"idx": 1, "passage": {"text": text, "entities": entities}, "qas": [
+        {"query": "Fans in @placeholder cheered.", "idx": 9,
+         "answers": [{"start": 9, "end": 13, "text": "Paris"}, {"start": 36, "end": 40, "text": "Paris"}]},
+        {"query": "@placeholder lost", "idx": 10, "answers": [{"start": 0, "end": 1, "text": "Ro"}]},
+        {"query": "@placeholder?", "idx": 11},
+    ]}
+    first, nomatch, unlabeled = READERS["record"](jsonl(tmp_path, record), None)
+    assert first.candidates == ["Rome", "Paris"]
+    assert (first.guid, first.answers, first.gold, first.label) == ("9", ["Paris"], [1], 1)
+    assert first.fields == {"passage": "Rome and Paris met Rome.\n- Paris wins", "query": "Fans in @placeholder cheered.",
+                            "query_before": "Fans in", "query_after": " cheered."}
+    assert (nomatch.answers, nomatch.gold, nomatch.label) == (["Ro"], [], None)
+    assert (unlabeled.answers, unlabeled.gold, unlabeled.label) == (None, None, None)
+    assert nomatch.fields["query_before"] == "" and nomatch.fields["query_after"] == " lost"
+
+
+def write(tmp_path: Path, text: str, name: str = "data.txt") -> Path:
+    path = tmp_path / name
+    path.write_text(text)
+    return path
+
+
+def test_conll_iob1_to_iob2(tmp_path):
+    text = (
+        "-DOCSTART- -X- -X- O\n\n"
+        "Ann NNP I-NP I-PER\nLee NNP I-NP I-PER\nsaw VBD I-VP O\nRome NNP I-NP I-LOC\nParis NNP I-NP B-LOC\n"
+        "Acme NNP I-NP I-ORG\nOslo NNP I-NP I-LOC\n\n\n"
+        "-DOCSTART- -X- -X- O\n\nHi UH O O\n"
+    )
+    path = write(tmp_path, text)
+    first, second = READERS["conll"](path, NER)
+    assert first.tokens == ["Ann", "Lee", "saw", "Rome", "Paris", "Acme", "Oslo"]
+    assert first.tags == ["B-PER", "I-PER", "O", "B-LOC", "B-LOC", "B-ORG", "B-LOC"]
+    assert (first.guid, first.fields, second.guid, second.tags) == ("3", {}, "14", ["O"])
+    assert READERS["conll"](path, None, tag_column=2)[0].tags == ["B-NP", "I-NP", "B-VP", "B-NP", "I-NP", "I-NP", "I-NP"]
+
+
+@pytest.mark.parametrize(
+    "task,lines,message",
+    [
+        ("rte", ['{"premise": "a", "hypothesis": "b"}', '{"premise": "a",'], r"data\.jsonl:2: malformed JSON"),
+        ("rte", ['{"premise": "a", "label": "entailment"}'], r"data\.jsonl:1: missing key 'hypothesis'"),
+        ("rte", ['{"premise": "a", "hypothesis": "b", "label": "maybe"}'],
+         r"data\.jsonl:1: label 'maybe' is not one of \['entailment', 'not_entailment'\]"),
+        ("wsc", ['{"text": "a b", "label": true}'], r"data\.jsonl:1: missing key 'target'"),
+        ("multirc", ['{"passage": {"text": "t", "questions": [{"question": "q", "answers": [{"idx": 1}]}]}}'],
+         r"data\.jsonl:1: missing key 'passage\.questions\[0\]\.answers\[0\]\.text'"),
+        ("multirc", ['{"passage": {"text": "t", "questions": [{"question": "q", "answers": [{"text": "x", "label": 2}]}]}}'],
+         r"data\.jsonl:1: label '2' is not one of \['False', 'True'\]"),
+        ("record", ['{"passage": {"text": "ab", "entities": [{"start": 0, "end": 2}]}, "qas": []}'],
+         r"data\.jsonl:1: entity span \[0, 2\] is outside the passage"),
+        ("record", ['{"passage": {"text": "ab", "entities": []}, "qas": [{"query": "no slot"}]}'],
+         r"data\.jsonl:1: qas\[0\]\.query has no @placeholder"),
+    ],
+)
+def test_jsonl_errors_name_file_and_line(tmp_path, task, lines, message):
+    path = jsonl(tmp_path, *lines)
+    with pytest.raises(DataError, match=message):
+        READERS[task](path, None)
+
+
+def test_conll_errors(tmp_path):
+    short = write(tmp_path, "Ann NNP I-NP B-PER\nLee\n", name="short.txt")
+    with pytest.raises(DataError, match=r"short\.txt:2: 1 column\(s\)"):
+        READERS["conll"](short, None)
+    with pytest.raises(DataError, match=r"short\.txt:1: 4 column\(s\), need a token and a tag in column 5"):
+        READERS["conll"](short, None, tag_column=5)
+    unknown = write(tmp_path, "-DOCSTART- -X- -X- O\n\nAnn NNP I-NP B-PER\n\nBo NNP I-NP B-PERSON\n", name="tags.txt")
+    with pytest.raises(DataError, match=r"tags\.txt:5: tag 'B-PERSON' is not one of"):
+        READERS["conll"](unknown, NER)
+
+
+@pytest.mark.parametrize("task", sorted(READERS))
+def test_missing_file(tmp_path, task):
+    path = tmp_path / "nowhere" / "val.jsonl"
+    with pytest.raises(DataError, match=re.escape(f"{path}: file not found")):
+        READERS[task](path, None)
