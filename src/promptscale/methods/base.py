@@ -19,18 +19,23 @@ from promptscale.metrics import build_metrics
 
 class AdaptationModule(L.LightningModule):
     @classmethod
-    def check_supported(cls, cfg) -> None:
-        """Raise ConfigError (one sentence why) for a combination this method can't run."""
+    def unsupported(cls, cfg) -> str | None:
+        """Why this method cannot run on this task type and model family (None if it can)."""
         kind, family, head = cfg.task.kind, cfg.model.family, cfg.method.head
         if kind == "tagging" and family == "encdec":
-            raise ConfigError(
-                f"method={cfg.method.name} on task={cfg.task.name}: sequence labeling needs a token head on an "
-                f"encoder or decoder-only model, and {cfg.model.name} is an encoder-decoder read text-to-text"
-            )
+            return "sequence labeling needs a token head on an encoder or a decoder-only model; encoder-decoders are read text-to-text"
         if head == "cls" and (kind != "classification" or family == "encdec"):
+            return "method.head=cls needs a classification task on an encoder or a decoder-only model; use method.head=lm"
+        return None
+
+    @classmethod
+    def check_supported(cls, cfg) -> None:
+        """Raise ConfigError, in one line, for a combination or a value this method can't run."""
+        reason = cls.unsupported(cfg)
+        if reason:
             raise ConfigError(
-                f"method.head=cls needs a classification task on an encoder or decoder-only model "
-                f"(task={cfg.task.name} is {kind}, model={cfg.model.name} is {family}); use method.head=lm"
+                f"method={cfg.method.name} on task={cfg.task.name} ({cfg.task.kind}) with model={cfg.model.name} "
+                f"({cfg.model.family}): {reason}"
             )
 
     def __init__(self, cfg, backbone):
@@ -96,6 +101,9 @@ class AdaptationModule(L.LightningModule):
         return scores.masked_fill(rows < 0, float("-inf"))
 
     # ---- steps -----------------------------------------------------------------------------
+    def on_fit_start(self) -> None:
+        self.train()  # from_pretrained leaves models in eval mode; training uses dropout as configured
+
     def loss(self, out: torch.Tensor, batch) -> torch.Tensor:
         if self.task.kind == "tagging":
             return F.cross_entropy(out.flatten(0, 1), batch["tag_labels"].flatten(), ignore_index=IGNORE)

@@ -1,0 +1,74 @@
+"""Shared fixtures: sample data written once per session, a private cache, W&B offline,
+and ``train`` (compose + ``promptscale.train.run`` in-process)."""
+
+from __future__ import annotations
+
+import os
+import sys
+import tempfile
+from pathlib import Path
+
+import pytest
+
+# Before anything imports wandb or promptscale.models: never touch the network or the user cache.
+_SESSION_DIR = Path(tempfile.mkdtemp(prefix="promptscale-tests-"))
+os.environ["WANDB_MODE"] = "offline"
+os.environ["WANDB_SILENT"] = "true"
+os.environ["WANDB_CONFIG_DIR"] = str(_SESSION_DIR / "wandb-config")
+os.environ["WANDB_CACHE_DIR"] = str(_SESSION_DIR / "wandb-cache")
+os.environ["PROMPTSCALE_CACHE"] = str(_SESSION_DIR / "cache")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+VENV_BIN = Path(sys.executable).parent
+TRAIN_CLI = str(VENV_BIN / "promptscale-train")
+
+# fast defaults for every in-process run: no progress bar, no logger, few steps, tiny data
+FAST = [
+    "logger=none",
+    "trainer.enable_progress_bar=false",
+    "trainer.max_steps=2",
+    "data.train_size=8",
+    "data.eval_size=8",
+]
+
+
+@pytest.fixture(scope="session")
+def sample_data() -> Path:
+    """FewGLUE (root/fewglue/<Task>) and CoNLL-2003 (root/conll2003) samples, written once."""
+    from promptscale.data.samples import write_samples
+
+    return write_samples(_SESSION_DIR / "data")
+
+
+def _train(overrides, tmp_path: Path, data_dir: Path, callbacks=()) -> dict:
+    """Compose the config ``promptscale-train`` would use with ``overrides`` (after the FAST
+    defaults, so they win) and run it in-process; ``callbacks`` are added to the fit Trainer."""
+    from promptscale import train as train_mod
+
+    cfg = train_mod.compose([*FAST, f"data.dir={data_dir}", *overrides])
+    out_dir = Path(tmp_path) / "run"
+    out_dir.mkdir(parents=True, exist_ok=True)
+    if not callbacks:
+        return train_mod.run(cfg, out_dir, out_dir / "results.jsonl")
+    original = train_mod.trainer_kwargs
+    train_mod.trainer_kwargs = lambda c: {**original(c), "callbacks": list(callbacks)}
+    try:
+        return train_mod.run(cfg, out_dir, out_dir / "results.jsonl")
+    finally:
+        train_mod.trainer_kwargs = original
+
+
+@pytest.fixture
+def train(sample_data):
+    """``train(overrides, tmp_path, callbacks=()) -> record``: one in-process run on the samples."""
+
+    def run(overrides, tmp_path, callbacks=()):
+        return _train(overrides, tmp_path, sample_data, callbacks)
+
+    return run
+
+
+def pytest_sessionfinish(session, exitstatus):
+    import shutil
+
+    shutil.rmtree(_SESSION_DIR, ignore_errors=True)
