@@ -6,6 +6,7 @@ fails in seconds with one line.
 
 from __future__ import annotations
 
+import logging
 import os
 import resource
 import sys
@@ -91,6 +92,9 @@ def run(cfg: DictConfig, out_dir: Path, results_file: Path) -> dict:
 
     import lightning as L
     import torch
+
+    # Lightning's rank-zero INFO lines (accelerator summary, product tips) drown the run's own output
+    logging.getLogger("lightning.pytorch.utilities.rank_zero").setLevel(logging.WARNING)
 
     from promptscale.methods import method_class
     from promptscale.models import load_backbone
