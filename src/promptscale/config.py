@@ -158,6 +158,8 @@ class TrainConfig:
     seed: int = 0
     # relative paths resolve against the run dir (single run) or the sweep dir (multirun)
     results_file: str = "results.jsonl"
+    # skip a run whose config hash already has a finished line in results_file (resumable sweeps)
+    skip_finished: bool = True
     experiment: Optional[str] = None
 
 

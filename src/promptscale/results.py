@@ -14,6 +14,7 @@ NOT_IDENTITY = {
     "logger": None,
     "results_file": None,
     "experiment": None,
+    "skip_finished": None,
     "data": ("dir", "cache_dir", "num_workers"),
     "trainer": ("enable_progress_bar", "enable_model_summary", "enable_checkpointing"),
 }
@@ -48,6 +49,13 @@ def append_result(path: Path, record: dict) -> None:
 def read_results(path: Path) -> list[dict]:
     with Path(path).open() as f:
         return [json.loads(line) for line in f if line.strip()]
+
+
+def finished_record(path: Path, key: str) -> dict | None:
+    """The finished line of config hash ``key`` in the store, if any."""
+    if not Path(path).is_file():
+        return None
+    return next((r for r in read_results(path) if r.get("config_hash") == key and r.get("status") == "finished"), None)
 
 
 def git_commit() -> str | None:

@@ -83,13 +83,58 @@ def trainer_kwargs(cfg) -> dict:
 
 
 def run(cfg: DictConfig, out_dir: Path, results_file: Path) -> dict:
-    """Train and evaluate once; append the results line to ``results_file``; return it."""
+    """Train and evaluate once and append the results line to ``results_file``; return it.
+
+    Bad input raises PromptscaleError before any model loads and writes nothing. A run whose
+    config hash already has a finished line is skipped (``skip_finished``). A run that fails
+    after that writes a ``failed`` line with the error, then re-raises."""
+    from promptscale.results import append_result, config_hash, finished_record
+
     validate(cfg)
+    config = OmegaConf.to_container(cfg, resolve=True)
+    key = config_hash(config)
+    if cfg.skip_finished and (done := finished_record(results_file, key)):
+        print(f"promptscale: skipping {cfg.method.name} on {cfg.task.name} with {cfg.model.name}: finished as {key}")
+        return done
     from promptscale.data.datamodule import TaskDataModule
 
     data = TaskDataModule(cfg.task, cfg.data, cfg.seed)
     data.read()
+    try:
+        record = _train(cfg, data, out_dir, config, key)
+    except Exception as err:
+        append_result(results_file, _failure(cfg, config, key, out_dir, err))
+        raise
+    append_result(results_file, record)
+    print(
+        f"promptscale: {cfg.method.name} on {cfg.task.name} with {cfg.model.name}: score {record['score']:.4f} "
+        f"({record['trainable_params']:,} trainable of {record['total_params']:,} params) -> {results_file}"
+    )
+    return record
 
+
+def _identity(cfg, config: dict, key: str, out_dir: Path) -> dict:
+    from promptscale.results import git_commit
+
+    return {
+        "config_hash": key,
+        "config": config,
+        "task": cfg.task.name,
+        "method": cfg.method.name,
+        "model": cfg.model.name,
+        "seed": cfg.seed,
+        "output_dir": str(out_dir),
+        "version": __version__,
+        "git_commit": git_commit(),
+        "finished_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+    }
+
+
+def _failure(cfg, config: dict, key: str, out_dir: Path, err: Exception) -> dict:
+    return {"status": "failed", "error": f"{type(err).__name__}: {err}", **_identity(cfg, config, key, out_dir)}
+
+
+def _train(cfg: DictConfig, data, out_dir: Path, config: dict, key: str) -> dict:
     import lightning as L
     import torch
 
@@ -98,7 +143,6 @@ def run(cfg: DictConfig, out_dir: Path, results_file: Path) -> dict:
 
     from promptscale.methods import method_class
     from promptscale.models import load_backbone
-    from promptscale.results import append_result, config_hash, git_commit
 
     start = time.time()
     L.seed_everything(cfg.seed, workers=True, verbose=False)
@@ -106,7 +150,6 @@ def run(cfg: DictConfig, out_dir: Path, results_file: Path) -> dict:
     module = method_class(cfg.method.name)(cfg, backbone)
     data.attach(backbone.tokenizer, cfg.model.family, cfg.method.head)
 
-    config = OmegaConf.to_container(cfg, resolve=True)
     logger = make_logger(cfg, out_dir, config)
     kwargs = trainer_kwargs(cfg)
     trainer = L.Trainer(**kwargs, logger=logger or False, default_root_dir=str(out_dir))
@@ -124,13 +167,8 @@ def run(cfg: DictConfig, out_dir: Path, results_file: Path) -> dict:
 
     record = {
         "status": "finished",
-        "config_hash": config_hash(config),
-        "config": config,
-        "task": cfg.task.name,
-        "method": cfg.method.name,
-        "model": cfg.model.name,
+        **_identity(cfg, config, key, out_dir),
         "model_params": int(cfg.model.params) or sum(p.numel() for p in backbone.parameters()),
-        "seed": cfg.seed,
         "metrics": metrics,
         "score": task_score(metrics),
         **module.parameter_counts(),
@@ -138,10 +176,6 @@ def run(cfg: DictConfig, out_dir: Path, results_file: Path) -> dict:
         "wall_time_s": round(time.time() - start, 2),
         "peak_memory_bytes": peak_memory_bytes(),
         "device": "cuda" if torch.cuda.is_available() else "cpu",
-        "output_dir": str(out_dir),
-        "version": __version__,
-        "git_commit": git_commit(),
-        "finished_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
     }
     if logger is not None:
         logger.log_metrics({k: record[k] for k in ("trainable_params", "total_params", "wall_time_s", "peak_memory_bytes", "score")})
@@ -149,22 +183,27 @@ def run(cfg: DictConfig, out_dir: Path, results_file: Path) -> dict:
             logger.experiment.finish()
         else:
             logger.save()
-    append_result(results_file, record)
-    print(
-        f"promptscale: {cfg.method.name} on {cfg.task.name} with {cfg.model.name}: score {record['score']:.4f} "
-        f"({record['trainable_params']:,} trainable of {record['total_params']:,} params) -> {results_file}"
-    )
     return record
 
 
 @hydra.main(version_base="1.3", config_path=CONF_DIR, config_name="train")
 def main(cfg: DictConfig) -> None:
     os.environ.setdefault("WANDB_SILENT", "true")
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
+
+    sweeping = HydraConfig.get().mode == RunMode.MULTIRUN
     try:
         run(cfg, *hydra_paths(cfg))
     except PromptscaleError as err:
         print(f"promptscale: error: {err}", file=sys.stderr)
-        sys.exit(2)
+        if not sweeping:
+            sys.exit(2)
+    except Exception as err:
+        if not sweeping:
+            raise
+        # one failing job of a sweep is recorded (a failed line) and does not stop the others
+        print(f"promptscale: run failed, recorded as failed: {type(err).__name__}: {err}", file=sys.stderr)
 
 
 if __name__ == "__main__":
