@@ -110,6 +110,42 @@ class PromptTuningConfig(MethodConfig):
     init: str = "random"
     # half-width of the uniform init (Lester et al.: 0.5)
     init_range: float = 0.5
+    # init=vocab (and class_label's leftover rows) samples from this many most frequent tokens
+    init_vocab_top: int = 5000
+    # init=text: the string whose token embeddings fill the prompt (repeated or truncated)
+    init_text: str = ""
+
+
+@dataclass
+class AdapterConfig(MethodConfig):
+    """Houlsby et al. 2019 bottleneck adapters (methods/adapter.py)."""
+
+    name: str = "adapter"
+    lr: float = 1e-3
+    # bottleneck size m (Houlsby et al.: 8, 64 or 256)
+    bottleneck: int = 64
+    # houlsby: after attention and after the feed-forward sublayer; pfeiffer: after the feed-forward only
+    placement: str = "houlsby"
+    activation: str = "relu"
+    # std of the down-projection's normal init (the up-projection starts at zero)
+    init_std: float = 0.01
+    # also train the backbone's layer norms (Houlsby et al. do)
+    train_layer_norms: bool = True
+
+
+@dataclass
+class LoRAConfig(MethodConfig):
+    """Hu et al. 2021 LoRA through PEFT (methods/lora.py)."""
+
+    name: str = "lora"
+    lr: float = 5e-4
+    r: int = 8
+    alpha: float = 16.0
+    dropout: float = 0.05
+    # null: the architecture's query and value projections (GPT-2: the fused c_attn)
+    target_modules: Optional[list[str]] = None
+    # merge B·A into the frozen weights when training ends
+    merge: bool = True
 
 
 @dataclass
@@ -163,7 +199,7 @@ class TrainConfig:
     experiment: Optional[str] = None
 
 
-METHOD_SCHEMAS = {"finetune": FinetuneConfig, "prompt_tuning": PromptTuningConfig}
+METHOD_SCHEMAS = {"finetune": FinetuneConfig, "prompt_tuning": PromptTuningConfig, "adapter": AdapterConfig, "lora": LoRAConfig}
 
 
 def register_configs() -> None:

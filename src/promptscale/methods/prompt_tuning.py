@@ -4,9 +4,13 @@ the task needs one: sequence labeling, or method.head=cls) train.
 
 Our own module rather than PEFT's: our heads need the number of virtual tokens to shift the
 [MASK], slot and label positions, and Lester's inits (sampled vocab, class labels) are not in
-PEFT. Inits are registered in ``PROMPT_INITS`` by name (``method.init``)."""
+PEFT. Inits are registered in ``PROMPT_INITS`` by name (``method.init``): random (uniform),
+vocab (sampled from the most frequent tokens), class_label, text."""
 
 from __future__ import annotations
+
+import logging
+import re
 
 import torch
 from torch import nn
@@ -15,14 +19,78 @@ from promptscale.errors import ConfigError
 from promptscale.methods.base import AdaptationModule
 
 
-def init_random(module: "PromptTuning", generator: torch.Generator) -> torch.Tensor:
+BYTE_FALLBACK = re.compile(r"^<0x[0-9A-Fa-f]{2}>$")
+UNUSED = re.compile(r"^(\[unused\d+\]|<unused\d+>)$")
+log = logging.getLogger("promptscale")
+
+
+def frequent_token_ids(tokenizer, top: int) -> list[int]:
+    """The ``top`` most frequent ordinary tokens, most frequent first.
+
+    No vocabulary ships with counts, so rank comes from its order: BPE ids follow merge order and
+    SentencePiece / Unigram ids follow piece scores, both close to corpus frequency, so a lower
+    id is a more frequent token. WordPiece (BERT) puts [unused] slots and single characters
+    first and interleaves ## continuations with whole words that follow roughly by frequency; for
+    it we skip single characters and ## pieces and keep the order of the rest.
+    Special, added, [unused]/<unused>, byte-fallback (<0x..>) and whitespace-only tokens never count.
+    """
+    model = getattr(getattr(tokenizer, "backend_tokenizer", None), "model", None)
+    wordpiece = type(model).__name__ == "WordPiece"
+    excluded = set(tokenizer.all_special_ids) | set(tokenizer.added_tokens_decoder)
+    ids = []
+    for token, i in sorted(tokenizer.get_vocab().items(), key=lambda item: item[1]):
+        if i in excluded or UNUSED.match(token) or BYTE_FALLBACK.match(token):
+            continue
+        if wordpiece and (token.startswith("##") or len(token) == 1):
+            continue
+        if not token.replace("▁", "").replace("Ġ", "").strip() or not tokenizer.decode([i]).strip():
+            continue  # whitespace-only (SentencePiece "▁", byte-level "Ġ", "Ċ")
+        ids.append(i)
+        if len(ids) == top:
+            break
+    return ids
+
+
+def _embeddings(module: "PromptTuning") -> torch.Tensor:
+    return module.backbone.model.get_input_embeddings().weight.detach().float()
+
+
+def init_random(module: "PromptTuning", generator: torch.Generator, rows: int) -> torch.Tensor:
     """Uniform in [-init_range, init_range] (Lester et al.: 0.5)."""
     r = module.hp.init_range
-    shape = (module.hp.prompt_length, module.backbone.hidden_size)
-    return torch.rand(shape, generator=generator) * 2 * r - r
+    return torch.rand((rows, module.backbone.hidden_size), generator=generator) * 2 * r - r
 
 
-PROMPT_INITS = {"random": init_random}
+def init_vocab(module: "PromptTuning", generator: torch.Generator, rows: int) -> torch.Tensor:
+    """Embeddings of tokens sampled (without replacement while they last) from the
+    ``init_vocab_top`` most frequent tokens."""
+    ids = torch.tensor(frequent_token_ids(module.backbone.tokenizer, module.hp.init_vocab_top))
+    rounds = max(1, -(-rows // len(ids)))
+    picks = torch.cat([torch.randperm(len(ids), generator=generator) for _ in range(rounds)])[:rows]
+    return _embeddings(module)[ids[picks]].clone()
+
+
+def init_class_label(module: "PromptTuning", generator: torch.Generator, rows: int) -> torch.Tensor:
+    """Row i: the mean embedding of label i's verbalizer tokens, in label order; rows past the
+    labels are vocab-sampled. Choice tasks have no fixed labels: all rows vocab-sampled."""
+    task = module.task
+    if task.kind != "classification":
+        log.warning("method.init=class_label: task %s has no fixed labels; using init=vocab", task.name)
+        return init_vocab(module, generator, rows)
+    tok, emb = module.backbone.tokenizer, _embeddings(module)
+    # tokenized as in the answer slot (see TaskEncoder.encode)
+    labels = [emb[tok(" " + task.verbalizer[label], add_special_tokens=False)["input_ids"]].mean(0) for label in task.labels]
+    label_rows = torch.stack(labels[:rows])
+    return torch.cat([label_rows, init_vocab(module, generator, rows - len(label_rows))])
+
+
+def init_text(module: "PromptTuning", generator: torch.Generator, rows: int) -> torch.Tensor:
+    """The embeddings of ``init_text``'s tokens, repeated or truncated to the prompt length."""
+    ids = module.backbone.tokenizer(module.hp.init_text, add_special_tokens=False)["input_ids"]
+    return _embeddings(module)[[ids[i % len(ids)] for i in range(rows)]].clone()
+
+
+PROMPT_INITS = {"random": init_random, "vocab": init_vocab, "class_label": init_class_label, "text": init_text}
 
 
 class PromptTuning(AdaptationModule):
@@ -33,11 +101,15 @@ class PromptTuning(AdaptationModule):
             raise ConfigError(f"method.prompt_length must be >= 1, got {cfg.method.prompt_length}")
         if cfg.method.init not in PROMPT_INITS:
             raise ConfigError(f"method.init={cfg.method.init!r} is not one of {', '.join(PROMPT_INITS)}")
+        if cfg.method.init == "text" and not cfg.method.init_text.strip():
+            raise ConfigError("method.init=text needs method.init_text (the string whose embeddings start the prompt)")
+        if cfg.method.init_vocab_top < 1:
+            raise ConfigError(f"method.init_vocab_top must be >= 1, got {cfg.method.init_vocab_top}")
 
     def setup_method(self) -> None:
         self.backbone.requires_grad_(False)
         generator = torch.Generator().manual_seed(self.cfg.seed)
-        self.prompt = nn.Parameter(PROMPT_INITS[self.hp.init](self, generator))
+        self.prompt = nn.Parameter(PROMPT_INITS[self.hp.init](self, generator, self.hp.prompt_length))
 
     def virtual_tokens(self, batch_size: int) -> torch.Tensor:
         return self.prompt.unsqueeze(0).expand(batch_size, -1, -1)

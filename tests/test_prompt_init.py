@@ -1,0 +1,94 @@
+"""Lester et al.'s prompt initializations produce exactly the rows they promise."""
+
+import logging
+
+import pytest
+import torch
+from tokenizers import Tokenizer, models
+from transformers import PreTrainedTokenizerFast
+
+from promptscale.methods.prompt_tuning import PromptTuning, frequent_token_ids
+from promptscale.models import load_backbone
+from promptscale.train import compose
+
+
+def build(overrides):
+    cfg = compose(["method=prompt_tuning", *overrides])
+    return PromptTuning(cfg, load_backbone(cfg.model))
+
+
+def embeddings(module):
+    return module.backbone.model.get_input_embeddings().weight.detach()
+
+
+def test_wordpiece_ranking_skips_specials_unused_characters_and_continuations():
+    vocab = ["[PAD]", "[unused0]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "a", "b", "the", "##s", "of", "cat"]
+    tok = Tokenizer(models.WordPiece({t: i for i, t in enumerate(vocab)}, unk_token="[UNK]"))
+    wrapped = PreTrainedTokenizerFast(
+        tokenizer_object=tok, unk_token="[UNK]", pad_token="[PAD]", cls_token="[CLS]", sep_token="[SEP]", mask_token="[MASK]"
+    )
+    assert wrapped.convert_ids_to_tokens(frequent_token_ids(wrapped, 10)) == ["the", "of", "cat"]
+    assert wrapped.convert_ids_to_tokens(frequent_token_ids(wrapped, 2)) == ["the", "of"]
+
+
+def test_sentencepiece_ranking_skips_byte_fallback_and_whitespace():
+    pieces = [("<pad>", 0.0), ("</s>", 0.0), ("<unk>", 0.0), ("<0x0A>", 0.0), ("▁", -1.0), ("▁the", -2.0), ("s", -3.0), ("<unused1>", -4.0)]
+    tok = Tokenizer(models.Unigram(pieces, unk_id=2, byte_fallback=True))
+    wrapped = PreTrainedTokenizerFast(tokenizer_object=tok, pad_token="<pad>", eos_token="</s>", unk_token="<unk>")
+    assert wrapped.convert_ids_to_tokens(frequent_token_ids(wrapped, 10)) == ["▁the", "s"]
+
+
+@pytest.mark.parametrize("model", ["tiny-gpt2", "tiny-bert", "tiny-t5"])
+def test_vocab_init_copies_seeded_rows_of_the_most_frequent_tokens(model):
+    module = build([f"model={model}", "method.init=vocab", "method.prompt_length=7", "method.init_vocab_top=50", "seed=3"])
+    top = torch.tensor(frequent_token_ids(module.backbone.tokenizer, 50))
+    picks = torch.randperm(len(top), generator=torch.Generator().manual_seed(3))[:7]
+    assert torch.equal(module.prompt.detach(), embeddings(module)[top[picks]])
+    assert not set(top.tolist()) & set(module.backbone.tokenizer.all_special_ids)
+
+
+def test_vocab_init_follows_the_seed():
+    a = build(["method.init=vocab", "seed=0"]).prompt
+    b = build(["method.init=vocab", "seed=1"]).prompt
+    assert not torch.equal(a, b)
+
+
+def test_class_label_rows_are_verbalizer_embeddings_in_label_order():
+    # CB: entailment/contradiction/neutral -> Yes/No/"Maybe so" (two tokens, averaged)
+    module = build(["task=cb", "method.init=class_label", "method.prompt_length=5", "task.verbalizer.neutral=Maybe so"])
+    tok, emb = module.backbone.tokenizer, embeddings(module)
+    for row, word in enumerate(["Yes", "No", "Maybe so"]):
+        ids = tok(" " + word, add_special_tokens=False)["input_ids"]
+        assert torch.allclose(module.prompt[row], emb[ids].mean(0))
+    assert len(tok(" Maybe so", add_special_tokens=False)["input_ids"]) > 1
+    top = set(frequent_token_ids(tok, 5000))
+    for row in module.prompt[3:]:  # leftover rows: vocab-sampled
+        assert any(torch.equal(row, emb[i]) for i in top)
+
+
+def test_class_label_with_fewer_rows_than_labels_takes_the_first_labels():
+    module = build(["task=cb", "method.init=class_label", "method.prompt_length=1"])
+    ids = module.backbone.tokenizer(" Yes", add_special_tokens=False)["input_ids"]
+    assert torch.allclose(module.prompt[0], embeddings(module)[ids].mean(0))
+
+
+def test_class_label_on_a_choice_task_falls_back_to_vocab_with_a_notice(caplog):
+    with caplog.at_level(logging.WARNING, logger="promptscale"):
+        module = build(["task=copa", "method.init=class_label", "method.prompt_length=4", "seed=5"])
+    assert "no fixed labels" in caplog.text
+    vocab = build(["task=copa", "method.init=vocab", "method.prompt_length=4", "seed=5"])
+    assert torch.equal(module.prompt, vocab.prompt)
+
+
+def test_text_init_repeats_the_text_embeddings():
+    module = build(["method.init=text", "method.prompt_length=5", "method.init_text=Is it true"])
+    ids = module.backbone.tokenizer("Is it true", add_special_tokens=False)["input_ids"]
+    expected = embeddings(module)[[ids[i % len(ids)] for i in range(5)]]
+    assert torch.equal(module.prompt.detach(), expected)
+
+
+def test_random_init_is_uniform_in_range_and_counts_p_times_d():
+    module = build(["method.prompt_length=100", "method.init_range=0.5"])
+    assert module.prompt.shape == (100, module.backbone.hidden_size)
+    assert module.prompt.abs().max() <= 0.5
+    assert module.parameter_counts()["trainable_params"] == 100 * module.backbone.hidden_size
