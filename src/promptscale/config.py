@@ -149,6 +149,22 @@ class LoRAConfig(MethodConfig):
 
 
 @dataclass
+class PTuningConfig(MethodConfig):
+    name: str = "ptuning"
+    lr: float = 1e-3
+    # template with [P] virtual tokens among the task's own words; "" = prompt_length [P]s
+    # before the task's template
+    template: str = ""
+    prompt_length: int = 8
+    # prompt encoder: lstm (bi-LSTM + MLP, the paper's) or mlp
+    encoder: str = "lstm"
+    encoder_hidden: int = 0  # 0 = d_model
+    # True: only the prompt encoder trains; False: the LM trains too (the few-shot SuperGLUE setting)
+    freeze_lm: bool = True
+    lm_lr: float = 1e-5
+
+
+@dataclass
 class TrainerConfig:
     """The Lightning Trainer arguments a sweep varies; each is passed to ``lightning.Trainer``."""
 
@@ -199,7 +215,7 @@ class TrainConfig:
     experiment: Optional[str] = None
 
 
-METHOD_SCHEMAS = {"finetune": FinetuneConfig, "prompt_tuning": PromptTuningConfig, "adapter": AdapterConfig, "lora": LoRAConfig}
+METHOD_SCHEMAS = {"ptuning": PTuningConfig, "finetune": FinetuneConfig, "prompt_tuning": PromptTuningConfig, "adapter": AdapterConfig, "lora": LoRAConfig}
 
 
 def register_configs() -> None:
@@ -244,3 +260,4 @@ def validate(cfg) -> None:
         if not task.labels or missing:
             raise ConfigError(f"task {task.name}: every label needs a verbalizer word, missing {missing}")
     method_class(method.name).check_supported(cfg)
+    method_class(method.name).apply_to_task(cfg)

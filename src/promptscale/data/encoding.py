@@ -16,6 +16,9 @@ from promptscale.data.example import Example
 from promptscale.errors import ConfigError
 
 IGNORE = -100
+# a template's "[P]" becomes VIRTUAL_ID: a position whose embedding a method supplies (P-Tuning)
+VIRTUAL_TOKEN = "[P]"
+VIRTUAL_ID = -1
 
 
 def template_fields(template: str) -> list[str]:
@@ -39,15 +42,21 @@ class TaskEncoder:
         suffix = self.task.candidate_suffix.format(**ex.fields)
         return [c + suffix for c in ex.candidates]
 
+    def prompt_ids(self, text: str) -> list[int]:
+        """Token ids of a filled template, each [P] as VIRTUAL_ID (the spaces around a [P] are
+        word boundaries for the text after it, never tokens of their own)."""
+        pieces = [self.ids(piece.rstrip()) if piece.strip() else [] for piece in text.split(VIRTUAL_TOKEN)]
+        return [i for n, piece in enumerate(pieces) for i in ([VIRTUAL_ID] if n else []) + piece]
+
     def fit_prompt(self, fields: dict[str, str], budget: int) -> list[int]:
         fields = dict(fields)
-        ids = self.ids(self.task.template.format(**fields))
+        ids = self.prompt_ids(self.task.template.format(**fields))
         for name in self.task.truncate:
             while len(ids) > budget and fields[name]:
                 field_ids = self.ids(fields[name])
                 keep = max(0, min(len(field_ids) - 1, len(field_ids) - (len(ids) - budget)))
                 fields[name] = self.tok.decode(field_ids[:keep]).strip()
-                ids = self.ids(self.task.template.format(**fields))
+                ids = self.prompt_ids(self.task.template.format(**fields))
         # last resort: keep the end of the prompt, which holds the cue right before the slot
         return ids[-budget:] if budget > 0 else []
 

@@ -9,6 +9,9 @@ from promptscale.errors import ConfigError
 METHODS = {
     "finetune": "promptscale.methods.finetune:Finetune",
     "prompt_tuning": "promptscale.methods.prompt_tuning:PromptTuning",
+    "ptuning": "promptscale.methods.ptuning:PTuning",
+    "adapter": "promptscale.methods.adapter:Adapter",
+    "lora": "promptscale.methods.lora:Lora",
 }
 
 

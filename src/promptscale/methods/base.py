@@ -38,6 +38,10 @@ class AdaptationModule(L.LightningModule):
                 f"({cfg.model.family}): {reason}"
             )
 
+    @classmethod
+    def apply_to_task(cls, cfg) -> None:
+        """Rewrite the task's config where the method changes how it is read (e.g. a template)."""
+
     def __init__(self, cfg, backbone):
         super().__init__()
         self.cfg, self.task, self.hp = cfg, cfg.task, cfg.method
@@ -153,6 +157,10 @@ class AdaptationModule(L.LightningModule):
             metric.reset()
 
     # ---- optimisation ----------------------------------------------------------------------
+    def param_groups(self) -> list[dict]:
+        """Optimizer parameter groups (all trainable parameters at method.lr by default)."""
+        return [{"params": [p for p in self.parameters() if p.requires_grad]}]
+
     def configure_optimizers(self):
         from transformers.optimization import (
             Adafactor,
@@ -160,7 +168,7 @@ class AdaptationModule(L.LightningModule):
             get_linear_schedule_with_warmup,
         )
 
-        params = [p for p in self.parameters() if p.requires_grad]
+        params = self.param_groups()
         hp = self.hp
         if hp.optimizer == "adafactor":  # Lester et al.'s setting: fixed lr, no parameter scaling
             opt = Adafactor(params, lr=hp.lr, weight_decay=hp.weight_decay, relative_step=False, scale_parameter=False)
