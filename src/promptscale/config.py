@@ -165,6 +165,25 @@ class PTuningConfig(MethodConfig):
 
 
 @dataclass
+class PTuningV2Config(MethodConfig):
+    name: str = "ptuning_v2"
+    lr: float = 1e-2
+    head: str = "cls"
+    prompt_length: int = 16
+    # 0: the prefixes train directly (P-Tuning v2's default); > 0: MLP reparameterization of this width
+    reparam_hidden: int = 0
+
+
+@dataclass
+class PrefixTuningConfig(PTuningV2Config):
+    name: str = "prefix_tuning"
+    lr: float = 5e-3
+    head: str = "lm"
+    prompt_length: int = 10
+    reparam_hidden: int = 512
+
+
+@dataclass
 class TrainerConfig:
     """The Lightning Trainer arguments a sweep varies; each is passed to ``lightning.Trainer``."""
 
@@ -215,7 +234,11 @@ class TrainConfig:
     experiment: Optional[str] = None
 
 
-METHOD_SCHEMAS = {"ptuning": PTuningConfig, "finetune": FinetuneConfig, "prompt_tuning": PromptTuningConfig, "adapter": AdapterConfig, "lora": LoRAConfig}
+METHOD_SCHEMAS = {
+    "ptuning": PTuningConfig,
+    "ptuning_v2": PTuningV2Config,
+    "prefix_tuning": PrefixTuningConfig,
+    "finetune": FinetuneConfig, "prompt_tuning": PromptTuningConfig, "adapter": AdapterConfig, "lora": LoRAConfig}
 
 
 def register_configs() -> None:

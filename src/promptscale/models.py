@@ -190,9 +190,19 @@ class Backbone(nn.Module):
     def embed(self, input_ids: torch.Tensor) -> torch.Tensor:
         return self.model.get_input_embeddings()(input_ids)
 
-    def hidden_states(self, embeds: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-        """Last hidden states of an encoder or a decoder-only model (after its final norm)."""
-        return self.model.base_model(inputs_embeds=embeds, attention_mask=mask).last_hidden_state
+    def hidden_states(self, embeds: torch.Tensor, mask: torch.Tensor, past_key_values=None) -> torch.Tensor:
+        """Last hidden states of an encoder or a decoder-only model (after its final norm);
+        ``past_key_values`` are per-layer key/value prefixes (``mask`` then covers them too)."""
+        out = self.model.base_model(inputs_embeds=embeds, attention_mask=mask, past_key_values=past_key_values)
+        return out.last_hidden_state
+
+    def kv_shape(self) -> tuple[int, int, int]:
+        """(layers, key/value heads, head size) of the self-attention."""
+        cfg = self.model.config
+        heads = cfg.num_attention_heads
+        kv_heads = getattr(cfg, "num_key_value_heads", None) or heads
+        head_dim = getattr(cfg, "head_dim", None) or cfg.hidden_size // heads
+        return cfg.num_hidden_layers, kv_heads, head_dim
 
     def vocab_logits(self, hidden: torch.Tensor) -> torch.Tensor:
         """The LM head: MLM head for encoders (BERT's ``cls``, RoBERTa's ``lm_head``), lm_head otherwise."""

@@ -10,6 +10,8 @@ METHODS = {
     "finetune": "promptscale.methods.finetune:Finetune",
     "prompt_tuning": "promptscale.methods.prompt_tuning:PromptTuning",
     "ptuning": "promptscale.methods.ptuning:PTuning",
+    "ptuning_v2": "promptscale.methods.ptuning_v2:PTuningV2",
+    "prefix_tuning": "promptscale.methods.prefix_tuning:PrefixTuning",
     "adapter": "promptscale.methods.adapter:Adapter",
     "lora": "promptscale.methods.lora:Lora",
 }

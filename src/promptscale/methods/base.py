@@ -24,7 +24,7 @@ class AdaptationModule(L.LightningModule):
         kind, family, head = cfg.task.kind, cfg.model.family, cfg.method.head
         if kind == "tagging" and family == "encdec":
             return "sequence labeling needs a token head on an encoder or a decoder-only model; encoder-decoders are read text-to-text"
-        if head == "cls" and (kind != "classification" or family == "encdec"):
+        if head == "cls" and kind != "tagging" and (kind == "choice" or family == "encdec"):
             return "method.head=cls needs a classification task on an encoder or a decoder-only model; use method.head=lm"
         return None
 
@@ -62,7 +62,18 @@ class AdaptationModule(L.LightningModule):
         """Embeddings [B, p, d] placed before the input (soft prompts), or None."""
         return None
 
+    def layer_prefixes(self, batch_size: int):
+        """Key/value prefixes for every attention layer (a transformers Cache), or None."""
+        return None
+
     # ---- reading the backbone --------------------------------------------------------------
+    def hidden(self, embeds: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        cache = self.layer_prefixes(embeds.shape[0])
+        if cache is None:
+            return self.backbone.hidden_states(embeds, mask)
+        mask = torch.cat([mask.new_ones(mask.shape[0], cache.get_seq_length()), mask], dim=1)
+        return self.backbone.hidden_states(embeds, mask, past_key_values=cache)
+
     def inputs(self, batch) -> tuple[torch.Tensor, torch.Tensor, int]:
         embeds = self.backbone.embed(batch["input_ids"])
         mask = batch["attention_mask"]
@@ -77,9 +88,9 @@ class AdaptationModule(L.LightningModule):
         """Candidate scores [B, C] (classification, choice) or tag logits [B, L, T] (tagging)."""
         embeds, mask, offset = self.inputs(batch)
         if self.task.kind == "tagging":
-            return self.tag_head(self.backbone.hidden_states(embeds, mask)[:, offset:])
+            return self.tag_head(self.hidden(embeds, mask)[:, offset:])
         if self.cls_head is not None:
-            hidden = self.backbone.hidden_states(embeds, mask)
+            hidden = self.hidden(embeds, mask)
             return self.cls_head(hidden[torch.arange(hidden.shape[0]), batch["cls_pos"] + offset])
         if self.backbone.family == "encdec":
             encoded = self.backbone.encoder_hidden_states(embeds, mask)
@@ -88,7 +99,7 @@ class AdaptationModule(L.LightningModule):
                 encoded[rows], mask[rows], batch["decoder_input_ids"], batch["decoder_attention_mask"]
             )
         else:
-            hidden = self.backbone.hidden_states(embeds, mask)
+            hidden = self.hidden(embeds, mask)
             slots = hidden[torch.arange(hidden.shape[0]).unsqueeze(1), batch["slot_pos"] + offset]
             logits = self.backbone.vocab_logits(slots)
         return self.candidate_scores(logits.float().log_softmax(-1), batch)

@@ -1,0 +1,90 @@
+"""Prefix-Tuning and P-Tuning v2: per-layer prefixes, frozen backbone, folding, exact counts."""
+
+import lightning as L
+import pytest
+import torch
+
+from promptscale.config import validate
+from promptscale.data.datamodule import TaskDataModule
+from promptscale.errors import ConfigError
+from promptscale.methods import method_class
+from promptscale.models import load_backbone
+from promptscale.train import compose
+
+
+def build(sample_data, overrides):
+    cfg = compose([f"data.dir={sample_data}", "data.eval_size=4", *overrides])
+    validate(cfg)
+    backbone = load_backbone(cfg.model)
+    module = method_class(cfg.method.name)(cfg, backbone)
+    data = TaskDataModule(cfg.task, cfg.data, cfg.seed)
+    data.read()
+    data.attach(backbone.tokenizer, cfg.model.family, cfg.method.head)
+    data.setup()
+    return module, data
+
+
+@pytest.mark.parametrize("model", ["tiny-bert", "tiny-gpt2", "tiny-llama"])
+@pytest.mark.parametrize("task", ["rte", "conll03"])
+def test_ptuning_v2_counts_and_prefixes_change_outputs(sample_data, model, task):
+    module, data = build(sample_data, ["method=ptuning_v2", f"model={model}", f"task={task}", "method.prompt_length=4"])
+    layers, kv_heads, head_dim = module.backbone.kv_shape()
+    head = module.tag_head or module.cls_head
+    head_params = sum(p.numel() for p in head.parameters())
+    assert module.parameter_counts()["trainable_params"] == 4 * layers * 2 * kv_heads * head_dim + head_params
+    batch = next(iter(data.val_dataloader()))
+    module.eval()
+    with torch.no_grad():
+        with_prefix = module(batch)
+        module.layer_prefixes = lambda batch_size: None
+        without = module(batch)
+    assert with_prefix.shape == without.shape  # prefixes never shift positions of the outputs
+    assert not torch.allclose(with_prefix, without)
+
+
+def test_prefix_tuning_folds_its_mlp_to_identical_outputs(sample_data):
+    module, data = build(sample_data, ["method=prefix_tuning", "model=tiny-gpt2", "task=cb", "method.reparam_hidden=16"])
+    batch = next(iter(data.val_dataloader()))
+    assert module.deep_prompt.prefix is None
+    module.eval()  # no dropout
+    with torch.no_grad():
+        before = module(batch)
+        module.deep_prompt.fold()
+        after = module(batch)
+    torch.testing.assert_close(before, after, rtol=0, atol=1e-6)
+    names = [n for n, p in module.named_parameters() if p.requires_grad]
+    assert names == ["deep_prompt.prefix"]
+    layers, kv_heads, head_dim = module.backbone.kv_shape()
+    assert module.parameter_counts()["trainable_params"] == 10 * layers * 2 * kv_heads * head_dim
+
+
+@pytest.mark.parametrize("method", ["prefix_tuning", "ptuning_v2"])
+def test_training_keeps_backbone_frozen_and_saves_only_prefixes(train, tmp_path, method):
+    seen = {}
+
+    class Watch(L.Callback):
+        def setup(self, trainer, module, stage):
+            seen["module"] = module
+            seen["backbone"] = {k: v.clone() for k, v in module.backbone.state_dict().items()}
+
+        def on_train_start(self, trainer, module):
+            seen["table"] = module.deep_prompt.table().detach().clone()
+
+    record = train([f"method={method}", "model=tiny-bert", "task=rte", "trainer.max_steps=3"], tmp_path, callbacks=[Watch()])
+    module = seen["module"]
+    after = module.backbone.state_dict()
+    assert all(torch.equal(v, after[k]) for k, v in seen["backbone"].items())
+    assert not torch.equal(seen["table"], module.deep_prompt.table().detach())
+    trainer = L.Trainer(logger=False, enable_checkpointing=False)
+    trainer.strategy.connect(module)
+    trainer.save_checkpoint(tmp_path / "final.ckpt")
+    state = torch.load(tmp_path / "final.ckpt", weights_only=True)["state_dict"]
+    assert not any(k.startswith("backbone.") for k in state)
+    assert "deep_prompt.prefix" in state and not any("mlp" in k for k in state)
+    assert record["trainable_params"] == sum(v.numel() for v in state.values())
+
+
+def test_encoder_decoders_are_refused_with_a_reason(sample_data):
+    for method in ("prefix_tuning", "ptuning_v2"):
+        with pytest.raises(ConfigError, match="encdec"):
+            validate(compose([f"method={method}", "model=tiny-t5", f"data.dir={sample_data}"]))
