@@ -58,8 +58,8 @@ def test_prefix_tuning_folds_its_mlp_to_identical_outputs(sample_data):
     assert module.parameter_counts()["trainable_params"] == 10 * layers * 2 * kv_heads * head_dim
 
 
-@pytest.mark.parametrize("method", ["prefix_tuning", "ptuning_v2"])
-def test_training_keeps_backbone_frozen_and_saves_only_prefixes(train, tmp_path, method):
+@pytest.mark.parametrize("method,model", [("prefix_tuning", "tiny-bert"), ("prefix_tuning", "tiny-t5"), ("ptuning_v2", "tiny-bert")])
+def test_training_keeps_backbone_frozen_and_saves_only_prefixes(train, tmp_path, method, model):
     seen = {}
 
     class Watch(L.Callback):
@@ -70,7 +70,7 @@ def test_training_keeps_backbone_frozen_and_saves_only_prefixes(train, tmp_path,
         def on_train_start(self, trainer, module):
             seen["table"] = module.deep_prompt.table().detach().clone()
 
-    record = train([f"method={method}", "model=tiny-bert", "task=rte", "trainer.max_steps=3"], tmp_path, callbacks=[Watch()])
+    record = train([f"method={method}", f"model={model}", "task=rte", "trainer.max_steps=3"], tmp_path, callbacks=[Watch()])
     module = seen["module"]
     after = module.backbone.state_dict()
     assert all(torch.equal(v, after[k]) for k, v in seen["backbone"].items())
@@ -84,7 +84,31 @@ def test_training_keeps_backbone_frozen_and_saves_only_prefixes(train, tmp_path,
     assert record["trainable_params"] == sum(v.numel() for v in state.values())
 
 
-def test_encoder_decoders_are_refused_with_a_reason(sample_data):
-    for method in ("prefix_tuning", "ptuning_v2"):
-        with pytest.raises(ConfigError, match="encdec"):
-            validate(compose([f"method={method}", "model=tiny-t5", f"data.dir={sample_data}"]))
+def test_ptuning_v2_refuses_encoder_decoders_with_a_reason(sample_data):
+    with pytest.raises(ConfigError, match="encdec"):
+        validate(compose(["method=ptuning_v2", "model=tiny-t5", f"data.dir={sample_data}"]))
+
+
+def test_t5_gets_prefixes_on_encoder_and_decoder(sample_data):
+    module, data = build(sample_data, ["method=prefix_tuning", "model=tiny-t5", "task=cb", "method.prompt_length=3"])
+    module.eval()
+    layers, heads, head_dim = module.backbone.kv_shape()
+    assert module.deep_prompt.table().shape == (layers, 2, heads, 3, head_dim)
+    assert module.decoder_prompt.table().shape[0] == module.backbone.kv_shape(decoder=True)[0]
+    batch = next(iter(data.val_dataloader()))
+    embeds, mask, _ = module.inputs(batch)
+    plain = module.backbone.encoder_hidden_states(embeds, mask)
+    with torch.no_grad():
+        # the hook really feeds the encoder: masking the prefix out gives the plain encoder back
+        module._encoder_cache = module.deep_prompt.cache(embeds.shape[0], embeds.dtype)
+        masked = module.backbone.encoder_hidden_states(embeds, torch.cat([torch.zeros_like(mask[:, :3]), mask], 1))
+        module._encoder_cache = None
+        prefixed = module.encode(embeds, mask)
+        torch.testing.assert_close(masked, plain, rtol=0, atol=1e-5)
+        assert not torch.allclose(prefixed, plain)
+        rows = batch["decoder_example"]
+        args = (prefixed[rows], mask[rows], batch["decoder_input_ids"], batch["decoder_attention_mask"])
+        with_decoder_prefix = module.decode(*args)
+        without = module.backbone.seq2seq_logits(*args)
+        assert with_decoder_prefix.shape == without.shape
+        assert not torch.allclose(with_decoder_prefix, without)

@@ -196,13 +196,14 @@ class Backbone(nn.Module):
         out = self.model.base_model(inputs_embeds=embeds, attention_mask=mask, past_key_values=past_key_values)
         return out.last_hidden_state
 
-    def kv_shape(self) -> tuple[int, int, int]:
-        """(layers, key/value heads, head size) of the self-attention."""
+    def kv_shape(self, decoder: bool = False) -> tuple[int, int, int]:
+        """(layers, key/value heads, head size) of the self-attention (of T5's decoder if asked)."""
         cfg = self.model.config
         heads = cfg.num_attention_heads
         kv_heads = getattr(cfg, "num_key_value_heads", None) or heads
-        head_dim = getattr(cfg, "head_dim", None) or cfg.hidden_size // heads
-        return cfg.num_hidden_layers, kv_heads, head_dim
+        head_dim = getattr(cfg, "head_dim", None) or getattr(cfg, "d_kv", None) or cfg.hidden_size // heads
+        layers = cfg.num_decoder_layers if decoder else cfg.num_hidden_layers
+        return layers, kv_heads, head_dim
 
     def vocab_logits(self, hidden: torch.Tensor) -> torch.Tensor:
         """The LM head: MLM head for encoders (BERT's ``cls``, RoBERTa's ``lm_head``), lm_head otherwise."""
@@ -212,8 +213,10 @@ class Backbone(nn.Module):
     def encoder_hidden_states(self, embeds: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         return self.model.get_encoder()(inputs_embeds=embeds, attention_mask=mask).last_hidden_state
 
-    def seq2seq_logits(self, encoded, mask, decoder_input_ids, decoder_mask) -> torch.Tensor:
-        """Decoder logits given already-encoded inputs (one encoding serves every candidate)."""
+    def seq2seq_logits(self, encoded, mask, decoder_input_ids, decoder_mask, past_key_values=None) -> torch.Tensor:
+        """Decoder logits given already-encoded inputs (one encoding serves every candidate);
+        ``past_key_values`` are decoder self-attention prefixes (``decoder_mask`` covers them)."""
+        from transformers import DynamicCache, EncoderDecoderCache
         from transformers.modeling_outputs import BaseModelOutput
 
         out = self.model(
@@ -221,6 +224,7 @@ class Backbone(nn.Module):
             attention_mask=mask,
             decoder_input_ids=decoder_input_ids,
             decoder_attention_mask=decoder_mask,
+            past_key_values=None if past_key_values is None else EncoderDecoderCache(past_key_values, DynamicCache()),
         )
         return out.logits
 

@@ -66,6 +66,14 @@ class AdaptationModule(L.LightningModule):
         """Key/value prefixes for every attention layer (a transformers Cache), or None."""
         return None
 
+    def encode(self, embeds: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """Encoder-decoders: the encoder's hidden states."""
+        return self.backbone.encoder_hidden_states(embeds, mask)
+
+    def decode(self, encoded, mask, decoder_input_ids, decoder_mask) -> torch.Tensor:
+        """Encoder-decoders: decoder logits over the already-encoded inputs."""
+        return self.backbone.seq2seq_logits(encoded, mask, decoder_input_ids, decoder_mask)
+
     # ---- reading the backbone --------------------------------------------------------------
     def hidden(self, embeds: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         cache = self.layer_prefixes(embeds.shape[0])
@@ -93,11 +101,9 @@ class AdaptationModule(L.LightningModule):
             hidden = self.hidden(embeds, mask)
             return self.cls_head(hidden[torch.arange(hidden.shape[0]), batch["cls_pos"] + offset])
         if self.backbone.family == "encdec":
-            encoded = self.backbone.encoder_hidden_states(embeds, mask)
+            encoded = self.encode(embeds, mask)
             rows = batch["decoder_example"]
-            logits = self.backbone.seq2seq_logits(
-                encoded[rows], mask[rows], batch["decoder_input_ids"], batch["decoder_attention_mask"]
-            )
+            logits = self.decode(encoded[rows], mask[rows], batch["decoder_input_ids"], batch["decoder_attention_mask"])
         else:
             hidden = self.hidden(embeds, mask)
             slots = hidden[torch.arange(hidden.shape[0]).unsqueeze(1), batch["slot_pos"] + offset]
