@@ -112,3 +112,38 @@ def test_t5_gets_prefixes_on_encoder_and_decoder(sample_data):
         without = module.backbone.seq2seq_logits(*args)
         assert with_decoder_prefix.shape == without.shape
         assert not torch.allclose(with_decoder_prefix, without)
+
+
+def test_prefix_checkpoint_reloads_onto_a_fresh_module(sample_data, tmp_path):
+    module, data = build(sample_data, ["method=prefix_tuning", "model=tiny-llama", "task=cb"])
+    module.eval()
+    module.deep_prompt.fold()
+    batch = next(iter(data.val_dataloader()))
+    trainer = L.Trainer(logger=False, enable_checkpointing=False)
+    trainer.strategy.connect(module)
+    trainer.save_checkpoint(tmp_path / "prefix.ckpt")
+    fresh, _ = build(sample_data, ["method=prefix_tuning", "model=tiny-llama", "task=cb", "seed=9"])
+    fresh.eval()
+    checkpoint = torch.load(tmp_path / "prefix.ckpt", weights_only=True)
+    fresh.on_load_checkpoint(checkpoint)
+    fresh.load_state_dict(checkpoint["state_dict"], strict=False)
+    with torch.no_grad():
+        assert torch.equal(module.predict(batch), fresh.predict(batch))
+        torch.testing.assert_close(module(batch), fresh(batch), rtol=0, atol=0)
+
+
+def test_prefix_tuning_peft_folder_loads_with_peft_and_matches(sample_data, tmp_path):
+    from peft import PeftModel
+
+    module, _ = build(sample_data, ["method=prefix_tuning", "model=tiny-gpt2", "task=cb", "method.prompt_length=4"])
+    module.eval()
+    module.save_peft(tmp_path / "peft")
+    fresh = load_backbone(module.cfg.model).model.eval()
+    peft_model = PeftModel.from_pretrained(fresh, tmp_path / "peft").eval()
+    ids = module.backbone.tokenizer("Ann bought a red car in Lima.", return_tensors="pt").input_ids
+    with torch.no_grad():
+        ours = module.backbone.model(
+            input_ids=ids, attention_mask=torch.ones(1, 4 + ids.shape[1], dtype=torch.long), past_key_values=module.deep_prompt.cache(1, torch.float32)
+        ).logits
+        theirs = peft_model(input_ids=ids).logits
+    torch.testing.assert_close(ours, theirs, rtol=0, atol=1e-5)

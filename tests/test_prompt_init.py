@@ -92,3 +92,19 @@ def test_random_init_is_uniform_in_range_and_counts_p_times_d():
     assert module.prompt.shape == (100, module.backbone.hidden_size)
     assert module.prompt.abs().max() <= 0.5
     assert module.parameter_counts()["trainable_params"] == 100 * module.backbone.hidden_size
+
+
+def test_prompt_peft_folder_loads_with_peft_and_matches(tmp_path):
+    from peft import PeftModel
+
+    module = build(["method.init=vocab", "method.prompt_length=4"])
+    module.eval()
+    module.save_peft(tmp_path / "peft")
+    fresh = load_backbone(module.cfg.model).model.eval()
+    peft_model = PeftModel.from_pretrained(fresh, tmp_path / "peft").eval()
+    ids = module.backbone.tokenizer("Ann bought a red car in Lima.", return_tensors="pt").input_ids
+    with torch.no_grad():
+        embeds = torch.cat([module.virtual_tokens(1), module.backbone.embed(ids)], dim=1)
+        ours = module.backbone.model(inputs_embeds=embeds).logits
+        theirs = peft_model(input_ids=ids).logits
+    torch.testing.assert_close(ours, theirs, rtol=0, atol=1e-5)

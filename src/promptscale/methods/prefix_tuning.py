@@ -10,8 +10,11 @@ forward pre-hook hands each encoder self-attention layer its prefixes as ``past_
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import torch
 
+from promptscale.errors import ConfigError
 from promptscale.methods.deep_prompt import DeepPrompt
 from promptscale.methods.ptuning_v2 import PTuningV2
 
@@ -55,3 +58,27 @@ class PrefixTuning(PTuningV2):
         super().on_fit_end()
         if self.backbone.family == "encdec":
             self.decoder_prompt.fold()
+
+    def save_peft(self, folder: Path) -> None:
+        """Write the (folded) prefixes in PEFT's prefix-tuning format for decoder-only models:
+        our [p, layers x 2 x heads x head_dim] table is laid out as PEFT's ``prompt_embeddings``."""
+        from peft import PrefixTuningConfig, TaskType
+        from safetensors.torch import save_file
+
+        layers, kv_heads, head_dim = self.backbone.kv_shape()
+        if self.backbone.family != "decoder" or kv_heads != self.backbone.model.config.num_attention_heads:
+            raise ConfigError("the PEFT export of prefixes is for decoder-only models without grouped key/value heads")
+        self.deep_prompt.fold()
+        config = PrefixTuningConfig(
+            task_type=TaskType.CAUSAL_LM,
+            num_virtual_tokens=self.hp.prompt_length,
+            num_layers=layers,
+            token_dim=kv_heads * head_dim,
+            num_attention_heads=kv_heads,
+            prefix_projection=False,
+            base_model_name_or_path=self.backbone.model.name_or_path,
+        )
+        Path(folder).mkdir(parents=True, exist_ok=True)
+        config.save_pretrained(folder)
+        prefix = self.deep_prompt.prefix.detach().contiguous()
+        save_file({"prompt_embeddings": prefix}, Path(folder) / "adapter_model.safetensors")

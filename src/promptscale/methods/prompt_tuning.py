@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import re
+from pathlib import Path
 
 import torch
 from torch import nn
@@ -113,3 +114,22 @@ class PromptTuning(AdaptationModule):
 
     def virtual_tokens(self, batch_size: int) -> torch.Tensor:
         return self.prompt.unsqueeze(0).expand(batch_size, -1, -1)
+
+    def save_peft(self, folder: Path) -> None:
+        """Write the prompt in PEFT's format (decoder-only models: ``PeftModel.from_pretrained``
+        onto the base model prepends the same virtual tokens)."""
+        from peft import PromptTuningConfig, TaskType
+        from safetensors.torch import save_file
+
+        if self.backbone.family != "decoder":
+            raise ConfigError("the PEFT export of a prompt is for decoder-only models (PEFT's CAUSAL_LM)")
+        config = PromptTuningConfig(
+            task_type=TaskType.CAUSAL_LM,
+            num_virtual_tokens=self.hp.prompt_length,
+            token_dim=self.backbone.hidden_size,
+            num_transformer_submodules=1,
+            base_model_name_or_path=self.backbone.model.name_or_path,
+        )
+        Path(folder).mkdir(parents=True, exist_ok=True)
+        config.save_pretrained(folder)
+        save_file({"prompt_embeddings": self.prompt.detach().contiguous()}, Path(folder) / "adapter_model.safetensors")

@@ -35,3 +35,9 @@ class PTuningV2(AdaptationModule):
 
     def on_fit_end(self) -> None:
         self.deep_prompt.fold()
+
+    def on_load_checkpoint(self, checkpoint) -> None:
+        """A checkpoint saved after training holds folded prefixes: fold before loading them."""
+        if any(key.endswith("prompt.prefix") for key in checkpoint["state_dict"]):
+            for prompt in (m for m in self.modules() if isinstance(m, DeepPrompt)):
+                prompt.fold()
