@@ -10,7 +10,7 @@ export WANDB_SILENT ?= true
 EXP ?= cpu_scale
 DEMO_DIR ?= outputs/demo
 
-.PHONY: install test test-fast demo sweep table clean
+.PHONY: install test test-fast demo sweep table matrix clean
 
 install: $(STAMP)
 
@@ -33,6 +33,16 @@ test-fast: install
 demo: install
 	rm -rf $(DEMO_DIR)
 	$(PY) -m promptscale.demo --out $(DEMO_DIR)
+
+# A Hydra multirun of conf/experiment/$(EXP).yaml (data from PROMPTSCALE_DATA_DIR); re-running skips finished runs.
+sweep: install
+	$(VENV)/bin/promptscale-train --multirun experiment=$(EXP)
+
+table: install
+	$(VENV)/bin/promptscale table multirun/$(EXP)/results.jsonl --out experiments/$(EXP)/table
+
+matrix: install
+	$(VENV)/bin/promptscale matrix
 
 clean:
 	rm -rf outputs multirun .pytest_cache
