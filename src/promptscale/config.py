@@ -184,6 +184,18 @@ class PrefixTuningConfig(PTuningV2Config):
 
 
 @dataclass
+class ICLConfig(MethodConfig):
+    name: str = "icl"
+    shots: int = 0
+    # random: a seeded sample of the train split; balanced: round-robin over the labels
+    selection: str = "random"
+    # contextual calibration (Zhao et al. 2021) with a content-free ("N/A") input
+    calibrate: bool = False
+    # decoder-only: encode the demonstration block once and reuse its key/value cache
+    cache_demos: bool = True
+
+
+@dataclass
 class TrainerConfig:
     """The Lightning Trainer arguments a sweep varies; each is passed to ``lightning.Trainer``."""
 
@@ -232,12 +244,18 @@ class TrainConfig:
     # skip a run whose config hash already has a finished line in results_file (resumable sweeps)
     skip_finished: bool = True
     experiment: Optional[str] = None
+    # save a resume checkpoint (<run dir>/checkpoints/resume-<config hash>.ckpt) every N optimizer
+    # steps (0: only on SIGTERM); the same command in the same run dir resumes from it
+    checkpoint_every_n_steps: int = 50
+    # keep that checkpoint once the run has finished (deleted with the results line written otherwise)
+    keep_checkpoint: bool = False
 
 
 METHOD_SCHEMAS = {
     "ptuning": PTuningConfig,
     "ptuning_v2": PTuningV2Config,
     "prefix_tuning": PrefixTuningConfig,
+    "icl": ICLConfig,
     "finetune": FinetuneConfig, "prompt_tuning": PromptTuningConfig, "adapter": AdapterConfig, "lora": LoRAConfig}
 
 
@@ -278,6 +296,8 @@ def validate(cfg) -> None:
             raise ConfigError(f"data.{key} must be >= 1 or null, got {data[key]}")
     if method.lr <= 0:
         raise ConfigError(f"method.lr must be > 0, got {method.lr}")
+    if cfg.checkpoint_every_n_steps < 0:
+        raise ConfigError(f"checkpoint_every_n_steps must be >= 0 (0: only on SIGTERM), got {cfg.checkpoint_every_n_steps}")
     if task.kind == "classification":
         missing = [label for label in task.labels if label not in task.verbalizer]
         if not task.labels or missing:

@@ -48,6 +48,36 @@ def _hub_export(task, split: str) -> Path:
     return target
 
 
+class SeededSampler(torch.utils.data.Sampler):
+    """Training order: epoch e is the (e+1)-th permutation drawn from a generator seeded with
+    ``seed``, so the order follows ``seed`` alone and a resumed run sees the order an uninterrupted
+    one does; ``resume_at=(epoch, n)`` starts that epoch after its first n samples. Lightning
+    calls ``set_epoch`` before each epoch."""
+
+    def __init__(self, size: int, seed: int, resume_at: tuple[int, int] | None = None):
+        self.size, self.seed, self.epoch, self.resume_at = size, seed, 0, resume_at
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def order(self, epoch: int) -> list[int]:
+        generator = torch.Generator().manual_seed(self.seed)
+        for _ in range(epoch):
+            torch.randperm(self.size, generator=generator)
+        return torch.randperm(self.size, generator=generator).tolist()
+
+    def __iter__(self):
+        start = 0
+        if self.resume_at is not None:
+            epoch, seen = self.resume_at
+            self.resume_at = None
+            start = seen if epoch == self.epoch else 0
+        yield from self.order(self.epoch)[start:]
+
+    def __len__(self) -> int:
+        return self.size
+
+
 class TaskDataModule(L.LightningDataModule):
     def __init__(self, task, data, seed: int):
         super().__init__()
@@ -55,6 +85,8 @@ class TaskDataModule(L.LightningDataModule):
         self.eval_split = data.eval_split or task.eval_split
         self.train_examples: list[Example] = []
         self.eval_examples: list[Example] = []
+        # (epoch, samples of it already trained on): set by a resumed run before the train loader is built
+        self.resume_at: tuple[int, int] | None = None
 
     def split_path(self, split: str) -> Path:
         if split not in self.task.files:
@@ -130,13 +162,18 @@ class TaskDataModule(L.LightningDataModule):
             self.train_set = self._encode(self.train_examples)
             self.eval_set = self._encode(self.eval_examples)
 
+    def collator(self, examples: list[Example]) -> Collator:
+        return Collator(self.task, self.tokenizer, self.family, self.head, examples)
+
     def _loader(self, dataset, examples, batch_size: int, shuffle: bool) -> DataLoader:
+        sampler = SeededSampler(len(dataset), self.seed, self.resume_at) if shuffle else None
         return DataLoader(
             dataset.with_format(None),
             batch_size=batch_size,
-            shuffle=shuffle,
-            generator=torch.Generator().manual_seed(self.seed) if shuffle else None,
-            collate_fn=Collator(self.task, self.tokenizer, self.family, self.head, examples),
+            sampler=sampler,
+            # its own generator: starting an iterator never draws from the global RNG (dropout)
+            generator=torch.Generator().manual_seed(self.seed),
+            collate_fn=self.collator(examples),
             num_workers=self.data.num_workers,
         )
 

@@ -12,6 +12,7 @@ METHODS = {
     "ptuning": "promptscale.methods.ptuning:PTuning",
     "ptuning_v2": "promptscale.methods.ptuning_v2:PTuningV2",
     "prefix_tuning": "promptscale.methods.prefix_tuning:PrefixTuning",
+    "icl": "promptscale.methods.icl:ICL",
     "adapter": "promptscale.methods.adapter:Adapter",
     "lora": "promptscale.methods.lora:Lora",
 }

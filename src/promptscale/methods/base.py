@@ -39,6 +39,10 @@ class AdaptationModule(L.LightningModule):
             )
 
     @classmethod
+    def check_data(cls, cfg, data) -> None:
+        """Checks that need the read splits (still before any model loads)."""
+
+    @classmethod
     def apply_to_task(cls, cfg) -> None:
         """Rewrite the task's config where the method changes how it is read (e.g. a template)."""
 
