@@ -196,6 +196,18 @@ class ICLConfig(MethodConfig):
 
 
 @dataclass
+class CoTConfig(MethodConfig):
+    name: str = "cot"
+    # 0: zero-shot ("Let's think step by step."); k: the first k demonstrations
+    shots: int = 0
+    # each {fields: {<template field>: text}, rationale: text, answer: text}
+    demonstrations: list[Any] = field(default_factory=list)
+    demonstrations_file: str = ""
+    max_new_tokens: int = 64
+    answer_tokens: int = 8
+
+
+@dataclass
 class TrainerConfig:
     """The Lightning Trainer arguments a sweep varies; each is passed to ``lightning.Trainer``."""
 
@@ -256,6 +268,7 @@ METHOD_SCHEMAS = {
     "ptuning_v2": PTuningV2Config,
     "prefix_tuning": PrefixTuningConfig,
     "icl": ICLConfig,
+    "cot": CoTConfig,
     "finetune": FinetuneConfig, "prompt_tuning": PromptTuningConfig, "adapter": AdapterConfig, "lora": LoRAConfig}
 
 

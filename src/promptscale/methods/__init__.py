@@ -13,6 +13,7 @@ METHODS = {
     "ptuning_v2": "promptscale.methods.ptuning_v2:PTuningV2",
     "prefix_tuning": "promptscale.methods.prefix_tuning:PrefixTuning",
     "icl": "promptscale.methods.icl:ICL",
+    "cot": "promptscale.methods.cot:CoT",
     "adapter": "promptscale.methods.adapter:Adapter",
     "lora": "promptscale.methods.lora:Lora",
 }
