@@ -30,6 +30,15 @@ class HubConfig:
 
 
 @dataclass
+class PatternConfig:
+    """A hard prompt: a template (its own words around the task's fields) and, optionally, its own
+    verbalizer. Masked-LM patterns may put the answer slot inside with [MASK]."""
+
+    template: str = MISSING
+    verbalizer: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass
 class TaskConfig:
     name: str = MISSING
     kind: str = MISSING
@@ -49,6 +58,9 @@ class TaskConfig:
     # fields shortened (in this order) when the prompt is longer than data.max_length
     truncate: list[str] = field(default_factory=list)
     metrics: list[str] = field(default_factory=list)
+    # hard prompts per model family (encoder: cloze, decoder: ends before the answer, encdec:
+    # text-to-text); method.pattern=<i> picks one
+    patterns: dict[str, list[PatternConfig]] = field(default_factory=dict)
     reader_options: dict[str, Any] = field(default_factory=dict)
     hub: HubConfig = field(default_factory=HubConfig)
 
@@ -94,6 +106,8 @@ class MethodConfig:
     head: str = "lm"
     # candidate score from its token log-probs: sum or mean
     score: str = "sum"
+    # index into the task's patterns for the model's family (null: the task's own template)
+    pattern: Optional[int] = None
 
 
 @dataclass
@@ -110,6 +124,9 @@ class PromptTuningConfig(MethodConfig):
     init: str = "random"
     # half-width of the uniform init (Lester et al.: 0.5)
     init_range: float = 0.5
+    # True: prompt + LM tuning (the LM trains too, at lm_lr)
+    tune_lm: bool = False
+    lm_lr: float = 1e-5
     # init=vocab (and class_label's leftover rows) samples from this many most frequent tokens
     init_vocab_top: int = 5000
     # init=text: the string whose token embeddings fill the prompt (repeated or truncated)
@@ -208,6 +225,15 @@ class CoTConfig(MethodConfig):
 
 
 @dataclass
+class PETConfig(MethodConfig):
+    name: str = "pet"
+    lr: float = 1e-5
+    pattern: Optional[int] = 0
+    # True: fixed-prompt LM tuning; False: tuning-free prompting (nothing trains)
+    tune_lm: bool = True
+
+
+@dataclass
 class TrainerConfig:
     """The Lightning Trainer arguments a sweep varies; each is passed to ``lightning.Trainer``."""
 
@@ -269,6 +295,7 @@ METHOD_SCHEMAS = {
     "prefix_tuning": PrefixTuningConfig,
     "icl": ICLConfig,
     "cot": CoTConfig,
+    "pet": PETConfig,
     "finetune": FinetuneConfig, "prompt_tuning": PromptTuningConfig, "adapter": AdapterConfig, "lora": LoRAConfig}
 
 
@@ -317,3 +344,5 @@ def validate(cfg) -> None:
             raise ConfigError(f"task {task.name}: every label needs a verbalizer word, missing {missing}")
     method_class(method.name).check_supported(cfg)
     method_class(method.name).apply_to_task(cfg)
+    if "[MASK]" in task.template and model.family != "encoder":
+        raise ConfigError(f"task {task.name}: a [MASK] slot inside the template is for masked LMs, not {model.family} models")

@@ -7,6 +7,7 @@ the [MASK]s of an encoder, the continuation of a decoder, the target of an encod
 
 from __future__ import annotations
 
+import re
 import string
 import zlib
 
@@ -19,6 +20,11 @@ IGNORE = -100
 # a template's "[P]" becomes VIRTUAL_ID: a position whose embedding a method supplies (P-Tuning)
 VIRTUAL_TOKEN = "[P]"
 VIRTUAL_ID = -1
+# a masked-LM pattern's "[MASK]" marks where the answer slot sits inside it (PET's cloze patterns);
+# without it the slot follows the prompt
+SLOT_TOKEN = "[MASK]"
+SLOT_ID = -2
+MARKERS = re.compile(r"(\[P\]|\[MASK\])")
 
 
 def template_fields(template: str) -> list[str]:
@@ -43,10 +49,15 @@ class TaskEncoder:
         return [c + suffix for c in ex.candidates]
 
     def prompt_ids(self, text: str) -> list[int]:
-        """Token ids of a filled template, each [P] as VIRTUAL_ID (the spaces around a [P] are
-        word boundaries for the text after it, never tokens of their own)."""
-        pieces = [self.ids(piece.rstrip()) if piece.strip() else [] for piece in text.split(VIRTUAL_TOKEN)]
-        return [i for n, piece in enumerate(pieces) for i in ([VIRTUAL_ID] if n else []) + piece]
+        """Token ids of a filled template, [P] as VIRTUAL_ID and [MASK] as SLOT_ID (the spaces
+        around a marker are word boundaries for the text after it, never tokens of their own)."""
+        ids: list[int] = []
+        for piece in MARKERS.split(text):
+            if piece in (VIRTUAL_TOKEN, SLOT_TOKEN):
+                ids.append(VIRTUAL_ID if piece == VIRTUAL_TOKEN else SLOT_ID)
+            elif piece.strip():
+                ids += self.ids(piece.rstrip())
+        return ids
 
     def fit_prompt(self, fields: dict[str, str], budget: int) -> list[int]:
         fields = dict(fields)
@@ -68,7 +79,9 @@ class TaskEncoder:
         cap = self.max_length // 2
         cand_ids = [c[:cap] for c in cand_ids]
         slot = 0 if self.family == "encdec" else max(len(c) for c in cand_ids)
-        prompt = self.fit_prompt(ex.fields, self.max_length - self.n_special - slot)
+        # a [MASK] marker takes one position of the budget and becomes the slot
+        marker = int(SLOT_TOKEN in self.task.template)
+        prompt = self.fit_prompt(ex.fields, self.max_length - self.n_special - slot + marker)
         return {
             "idx": idx,
             "prompt_ids": prompt,
@@ -160,9 +173,10 @@ class Collator:
         for b, r in enumerate(rows):
             prompt = r["prompt_ids"]
             for c, cand in enumerate([[0]] if single else r["cand_ids"]):
-                if self.family == "encoder":
-                    seq = self.wrap(prompt + [mask_id] * len(cand))
-                    pos = list(range(1 + len(prompt), 1 + len(prompt) + len(cand)))
+                if self.family == "encoder":  # the [MASK]s sit at the pattern's slot, else at the end
+                    at = prompt.index(SLOT_ID) if SLOT_ID in prompt else len(prompt)
+                    seq = self.wrap(prompt[:at] + [mask_id] * len(cand) + prompt[at + 1 :])
+                    pos = list(range(1 + at, 1 + at + len(cand)))
                 else:  # the logit at position i predicts token i + 1
                     seq = prompt + cand[:-1]
                     pos = list(range(len(prompt) - 1, len(prompt) - 1 + len(cand)))
@@ -199,7 +213,8 @@ class Collator:
 
     def cls(self, rows: list[dict]) -> dict:
         """A linear head reads [CLS] (encoders) or the last prompt token (decoders)."""
-        seqs = [self.wrap(r["prompt_ids"]) for r in rows]
+        mask_id = self.tok.mask_token_id
+        seqs = [self.wrap([mask_id if i == SLOT_ID else i for i in r["prompt_ids"]]) for r in rows]
         batch = self._inputs(seqs)
         batch["cls_pos"] = torch.tensor([0 if self.family == "encoder" else len(s) - 1 for s in seqs])
         batch["labels"] = self._labels(rows)

@@ -14,6 +14,7 @@ METHODS = {
     "prefix_tuning": "promptscale.methods.prefix_tuning:PrefixTuning",
     "icl": "promptscale.methods.icl:ICL",
     "cot": "promptscale.methods.cot:CoT",
+    "pet": "promptscale.methods.pet:PET",
     "adapter": "promptscale.methods.adapter:Adapter",
     "lora": "promptscale.methods.lora:Lora",
 }

@@ -44,7 +44,16 @@ class AdaptationModule(L.LightningModule):
 
     @classmethod
     def apply_to_task(cls, cfg) -> None:
-        """Rewrite the task's config where the method changes how it is read (e.g. a template)."""
+        """Rewrite the task's config where the method changes how it is read: ``method.pattern``
+        swaps in one of the task's hard prompts (and its verbalizer) for the model's family."""
+        index, task, family = cfg.method.pattern, cfg.task, cfg.model.family
+        if index is None:
+            return
+        patterns = task.patterns.get(family, [])
+        if not 0 <= index < len(patterns):
+            raise ConfigError(f"method.pattern={index}: task {task.name} has {len(patterns)} pattern(s) for {family} models")
+        task.template = patterns[index].template
+        task.verbalizer.update(patterns[index].get("verbalizer") or {})
 
     def __init__(self, cfg, backbone):
         super().__init__()

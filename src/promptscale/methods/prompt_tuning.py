@@ -1,5 +1,5 @@
 """Prompt Tuning (Lester et al. 2021): ``prompt_length`` trainable embeddings prepended to the
-input embeddings; the backbone is frozen, so only p x d_model weights (plus a task head where
+input embeddings; the backbone is frozen (unless ``tune_lm``: prompt + LM tuning), so only p x d_model weights (plus a task head where
 the task needs one: sequence labeling, or method.head=cls) train.
 
 Our own module rather than PEFT's: our heads need the number of virtual tokens to shift the
@@ -108,9 +108,15 @@ class PromptTuning(AdaptationModule):
             raise ConfigError(f"method.init_vocab_top must be >= 1, got {cfg.method.init_vocab_top}")
 
     def setup_method(self) -> None:
-        self.backbone.requires_grad_(False)
+        self.backbone.requires_grad_(self.hp.tune_lm)
         generator = torch.Generator().manual_seed(self.cfg.seed)
         self.prompt = nn.Parameter(PROMPT_INITS[self.hp.init](self, generator, self.hp.prompt_length))
+
+    def param_groups(self) -> list[dict]:
+        if not self.hp.tune_lm:
+            return super().param_groups()
+        rest = [p for name, p in self.named_parameters() if p.requires_grad and not name.startswith("backbone.")]
+        return [{"params": rest}, {"params": list(self.backbone.parameters()), "lr": self.hp.lm_lr}]
 
     def virtual_tokens(self, batch_size: int) -> torch.Tensor:
         return self.prompt.unsqueeze(0).expand(batch_size, -1, -1)
