@@ -18,6 +18,14 @@ os.environ["WANDB_CONFIG_DIR"] = str(_SESSION_DIR / "wandb-config")
 os.environ["WANDB_CACHE_DIR"] = str(_SESSION_DIR / "wandb-cache")
 os.environ["PROMPTSCALE_CACHE"] = str(_SESSION_DIR / "cache")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+# The tiny models gain nothing from intra-op threads, and on a busy 2-core machine OpenMP's
+# spinning threads make each run 10x slower; subprocesses (the CLI tests) inherit this too.
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+os.environ.setdefault("MKL_NUM_THREADS", "1")
+
+import torch  # noqa: E402  (after OMP_NUM_THREADS)
+
+torch.set_num_threads(int(os.environ["OMP_NUM_THREADS"]))
 
 VENV_BIN = Path(sys.executable).parent
 TRAIN_CLI = str(VENV_BIN / "promptscale-train")

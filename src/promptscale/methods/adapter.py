@@ -5,7 +5,9 @@ An adapter maps a sublayer's output h to ``h + W_up f(W_down h + b_down) + b_up`
 zero, so every adapter starts as the identity and the untrained model's outputs equal the
 backbone's; ``W_down`` starts small (normal, std ``method.init_std``). The backbone is frozen;
 the adapters, the task head (``tag_head``/``cls_head``, where the task has one) and, with
-``method.train_layer_norms`` (Houlsby's setting), every normalization layer of the backbone train.
+``method.train_layer_norms`` (Houlsby's setting), the normalization layers of the transformer
+(``backbone.model.base_model``: every layer's norms, the embedding and final norms; not the norm
+inside BERT's MLM head) train.
 Per adapter that is ``2·d·m + m + d`` weights.
 
 Attachment: forward hooks on the existing modules (no copied model code). Each hook replaces the
@@ -140,8 +142,8 @@ class Adapter(AdaptationModule):
                 self.adapters[name.replace(".", "__")] = adapter
                 self.adapter_points[name] = point
                 self._hooks.append(module.register_forward_hook(_adapt_output(adapter)))
-        if hp.train_layer_norms:
-            for module in model.modules():
+        if hp.train_layer_norms:  # the transformer's norms; not those inside the LM head (BERT's MLM head)
+            for module in model.base_model.modules():
                 if is_norm(module):
                     module.requires_grad_(True)
 
