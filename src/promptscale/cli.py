@@ -29,6 +29,8 @@ def main(argv: list[str] | None = None) -> None:
     table.add_argument("--project", default="promptscale", help="W&B project for --wandb-log")
     table.add_argument("--group", help="W&B group for --wandb-log (default: the runs' experiment)")
     sub.add_parser("matrix", help="print the method x family x task-type support matrix")
+    sensitivity = sub.add_parser("sensitivity", help="score mean/std/min/max across patterns (method.pattern)")
+    sensitivity.add_argument("results", nargs="+", type=Path, help="results.jsonl files")
     args = parser.parse_args(argv)
 
     if args.command == "table":
@@ -41,6 +43,13 @@ def main(argv: list[str] | None = None) -> None:
         from promptscale.table import main_table
 
         main_table(args)
+    elif args.command == "sensitivity":
+        missing = [str(p) for p in args.results if not p.is_file()]
+        if missing:
+            parser.error(f"not found: {', '.join(missing)}")
+        from promptscale.sensitivity import render_sensitivity
+
+        print(render_sensitivity(args.results), end="")
     else:
         from promptscale.support import matrix_markdown
 

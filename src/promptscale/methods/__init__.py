@@ -8,15 +8,15 @@ from promptscale.errors import ConfigError
 
 METHODS = {
     "finetune": "promptscale.methods.finetune:Finetune",
+    "pet": "promptscale.methods.pet:PET",
     "prompt_tuning": "promptscale.methods.prompt_tuning:PromptTuning",
+    "prefix_tuning": "promptscale.methods.prefix_tuning:PrefixTuning",
     "ptuning": "promptscale.methods.ptuning:PTuning",
     "ptuning_v2": "promptscale.methods.ptuning_v2:PTuningV2",
-    "prefix_tuning": "promptscale.methods.prefix_tuning:PrefixTuning",
-    "icl": "promptscale.methods.icl:ICL",
-    "cot": "promptscale.methods.cot:CoT",
-    "pet": "promptscale.methods.pet:PET",
     "adapter": "promptscale.methods.adapter:Adapter",
     "lora": "promptscale.methods.lora:Lora",
+    "icl": "promptscale.methods.icl:ICL",
+    "cot": "promptscale.methods.cot:CoT",
 }
 
 
