@@ -147,3 +147,4 @@ def test_prefix_tuning_peft_folder_loads_with_peft_and_matches(sample_data, tmp_
         ).logits
         theirs = peft_model(input_ids=ids).logits
     torch.testing.assert_close(ours, theirs, rtol=0, atol=1e-5)
+

