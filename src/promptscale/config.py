@@ -13,7 +13,7 @@ from typing import Any, Optional
 from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING
 
-from promptscale.errors import ConfigError
+from promptscale.errors import ConfigError, check_choice, check_min
 
 TASK_KINDS = ("classification", "choice", "tagging")
 FAMILIES = ("encoder", "encdec", "decoder")
@@ -310,27 +310,21 @@ def register_configs() -> None:
         cs.store(group="method", name=f"{name}_schema", node=schema)
 
 
-def _choose(what: str, value: str, allowed) -> None:
-    if value not in allowed:
-        raise ConfigError(f"{what}={value!r} is not one of {', '.join(allowed)}")
-
-
 def validate(cfg) -> None:
     """Checks that need more than one group; raises ConfigError with one line."""
     from promptscale.methods import method_class
 
     task, model, method, data = cfg.task, cfg.model, cfg.method, cfg.data
-    _choose("task.kind", task.kind, TASK_KINDS)
-    _choose("model.family", model.family, FAMILIES)
-    _choose("model.source", model.source, MODEL_SOURCES)
-    _choose("method.head", method.head, ("lm", "cls"))
-    _choose("method.score", method.score, ("sum", "mean"))
-    _choose("method.optimizer", method.optimizer, ("adamw", "adafactor", "sgd"))
-    _choose("method.scheduler", method.scheduler, ("linear", "constant"))
-    _choose("logger.kind", cfg.logger.kind, ("wandb", "csv", "none"))
+    check_choice("task.kind", task.kind, TASK_KINDS)
+    check_choice("model.family", model.family, FAMILIES)
+    check_choice("model.source", model.source, MODEL_SOURCES)
+    check_choice("method.head", method.head, ("lm", "cls"))
+    check_choice("method.score", method.score, ("sum", "mean"))
+    check_choice("method.optimizer", method.optimizer, ("adamw", "adafactor", "sgd"))
+    check_choice("method.scheduler", method.scheduler, ("linear", "constant"))
+    check_choice("logger.kind", cfg.logger.kind, ("wandb", "csv", "none"))
     for key in ("max_length", "batch_size", "eval_batch_size"):
-        if data[key] < 1:
-            raise ConfigError(f"data.{key} must be >= 1, got {data[key]}")
+        check_min(data, key, 1, where="data")
     for key in ("train_size", "eval_size"):
         if data[key] is not None and data[key] < 1:
             raise ConfigError(f"data.{key} must be >= 1 or null, got {data[key]}")

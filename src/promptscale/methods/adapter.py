@@ -38,7 +38,7 @@ import re
 import torch
 from torch import nn
 
-from promptscale.errors import ConfigError
+from promptscale.errors import ConfigError, check_choice, check_min
 from promptscale.methods.base import AdaptationModule
 
 ACTIVATIONS = {"relu": nn.ReLU, "gelu": nn.GELU, "tanh": nn.Tanh, "silu": nn.SiLU}
@@ -113,14 +113,10 @@ class Adapter(AdaptationModule):
     def check_supported(cls, cfg) -> None:
         super().check_supported(cfg)
         hp = cfg.method
-        if hp.bottleneck < 1:
-            raise ConfigError(f"method.bottleneck must be >= 1, got {hp.bottleneck}")
-        if hp.placement not in PLACEMENTS:
-            raise ConfigError(f"method.placement={hp.placement!r} is not one of {', '.join(PLACEMENTS)}")
-        if hp.activation not in ACTIVATIONS:
-            raise ConfigError(f"method.activation={hp.activation!r} is not one of {', '.join(ACTIVATIONS)}")
-        if hp.init_std < 0:
-            raise ConfigError(f"method.init_std must be >= 0, got {hp.init_std}")
+        check_min(hp, "bottleneck", 1)
+        check_choice("method.placement", hp.placement, PLACEMENTS)
+        check_choice("method.activation", hp.activation, ACTIVATIONS)
+        check_min(hp, "init_std", 0)
 
     def setup_method(self) -> None:
         hp, model = self.hp, self.backbone.model

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import torch
 
-from promptscale.errors import ConfigError
+from promptscale.errors import ConfigError, check_min
 from promptscale.methods.base import AdaptationModule
 
 STEP_BY_STEP = "Let's think step by step."
@@ -70,8 +70,7 @@ class CoT(AdaptationModule):
         demos = load_demonstrations(cfg)
         if cfg.method.shots > len(demos):
             raise ConfigError(f"method.shots={cfg.method.shots} but only {len(demos)} chain-of-thought demonstrations are given")
-        if cfg.method.max_new_tokens < 1:
-            raise ConfigError(f"method.max_new_tokens must be >= 1, got {cfg.method.max_new_tokens}")
+        check_min(cfg.method, "max_new_tokens", 1)
 
     def setup_method(self) -> None:
         self.backbone.requires_grad_(False)

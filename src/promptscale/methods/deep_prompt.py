@@ -12,7 +12,7 @@ import torch
 from torch import nn
 from transformers import DynamicCache
 
-from promptscale.errors import ConfigError
+from promptscale.errors import check_min
 
 
 class DeepPrompt(nn.Module):
@@ -55,7 +55,5 @@ class DeepPrompt(nn.Module):
 
 
 def check_prefix_length(cfg) -> None:
-    if cfg.method.prompt_length < 1:
-        raise ConfigError(f"method.prompt_length must be >= 1, got {cfg.method.prompt_length}")
-    if cfg.method.reparam_hidden < 0:
-        raise ConfigError(f"method.reparam_hidden must be >= 0, got {cfg.method.reparam_hidden}")
+    check_min(cfg.method, "prompt_length", 1)
+    check_min(cfg.method, "reparam_hidden", 0)

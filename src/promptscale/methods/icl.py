@@ -17,7 +17,7 @@ import random
 import torch
 
 from promptscale.data.example import Example
-from promptscale.errors import ConfigError
+from promptscale.errors import ConfigError, check_choice, check_min
 from promptscale.methods.base import AdaptationModule
 
 SEPARATOR = "\n\n"
@@ -54,10 +54,8 @@ class ICL(AdaptationModule):
     @classmethod
     def check_supported(cls, cfg) -> None:
         super().check_supported(cfg)
-        if cfg.method.shots < 0:
-            raise ConfigError(f"method.shots must be >= 0, got {cfg.method.shots}")
-        if cfg.method.selection not in ("random", "balanced"):
-            raise ConfigError(f"method.selection={cfg.method.selection!r} is not one of random, balanced")
+        check_min(cfg.method, "shots", 0)
+        check_choice("method.selection", cfg.method.selection, ("random", "balanced"))
         if cfg.method.calibrate and cfg.task.kind != "classification":
             raise ConfigError("method.calibrate needs a classification task (fixed label candidates)")
 

@@ -28,7 +28,7 @@ from pathlib import Path
 
 from torch import nn
 
-from promptscale.errors import ConfigError
+from promptscale.errors import ConfigError, check_min
 from promptscale.methods.base import AdaptationModule
 
 # model_type -> default target modules (query and value projections); others: PEFT's own table
@@ -71,8 +71,7 @@ class Lora(AdaptationModule):
     def check_supported(cls, cfg) -> None:
         super().check_supported(cfg)
         hp = cfg.method
-        if hp.r < 1:
-            raise ConfigError(f"method.r must be >= 1, got {hp.r}")
+        check_min(hp, "r", 1)
         if hp.alpha <= 0:
             raise ConfigError(f"method.alpha must be > 0, got {hp.alpha}")
         if not 0 <= hp.dropout < 1:

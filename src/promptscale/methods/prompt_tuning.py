@@ -16,7 +16,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from promptscale.errors import ConfigError
+from promptscale.errors import ConfigError, check_choice, check_min
 from promptscale.methods.base import AdaptationModule
 
 
@@ -98,14 +98,11 @@ class PromptTuning(AdaptationModule):
     @classmethod
     def check_supported(cls, cfg) -> None:
         super().check_supported(cfg)
-        if cfg.method.prompt_length < 1:
-            raise ConfigError(f"method.prompt_length must be >= 1, got {cfg.method.prompt_length}")
-        if cfg.method.init not in PROMPT_INITS:
-            raise ConfigError(f"method.init={cfg.method.init!r} is not one of {', '.join(PROMPT_INITS)}")
+        check_min(cfg.method, "prompt_length", 1)
+        check_choice("method.init", cfg.method.init, PROMPT_INITS)
         if cfg.method.init == "text" and not cfg.method.init_text.strip():
             raise ConfigError("method.init=text needs method.init_text (the string whose embeddings start the prompt)")
-        if cfg.method.init_vocab_top < 1:
-            raise ConfigError(f"method.init_vocab_top must be >= 1, got {cfg.method.init_vocab_top}")
+        check_min(cfg.method, "init_vocab_top", 1)
 
     def setup_method(self) -> None:
         self.backbone.requires_grad_(self.hp.tune_lm)

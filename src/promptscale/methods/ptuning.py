@@ -12,7 +12,7 @@ import torch
 from torch import nn
 
 from promptscale.data.encoding import VIRTUAL_ID, VIRTUAL_TOKEN
-from promptscale.errors import ConfigError
+from promptscale.errors import ConfigError, check_choice, check_min
 from promptscale.methods.base import AdaptationModule
 
 
@@ -43,10 +43,9 @@ class PTuning(AdaptationModule):
     def check_supported(cls, cfg) -> None:
         super().check_supported(cfg)
         hp = cfg.method
-        if hp.encoder not in ("lstm", "mlp"):
-            raise ConfigError(f"method.encoder={hp.encoder!r} is not one of lstm, mlp")
-        if not hp.template and hp.prompt_length < 1:
-            raise ConfigError(f"method.prompt_length must be >= 1, got {hp.prompt_length}")
+        check_choice("method.encoder", hp.encoder, ("lstm", "mlp"))
+        if not hp.template:
+            check_min(hp, "prompt_length", 1)
         if hp.template and VIRTUAL_TOKEN not in hp.template:
             raise ConfigError(f"method.template has no {VIRTUAL_TOKEN} virtual token: {hp.template!r}")
         if hp.encoder_hidden < 0 or hp.encoder_hidden % 2:
