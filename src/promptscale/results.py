@@ -6,6 +6,7 @@ import fcntl
 import hashlib
 import json
 import os
+import re
 import subprocess
 from pathlib import Path
 
@@ -15,9 +16,63 @@ NOT_IDENTITY = {
     "results_file": None,
     "experiment": None,
     "skip_finished": None,
+    "checkpoint_every_n_steps": None,
+    "keep_checkpoint": None,
     "data": ("dir", "cache_dir", "num_workers"),
     "trainer": ("enable_progress_bar", "enable_model_summary", "enable_checkpointing"),
 }
+
+
+# a config key or an environment variable whose name has one of these words holds a secret
+SECRET_WORDS = {"key", "apikey", "token", "secret", "password", "passwd", "pwd", "credential", "credentials", "auth"}
+REDACTED = "<redacted>"
+
+
+def is_secret_name(name: str) -> bool:
+    """``api_key``, ``HF_TOKEN``, ``WANDB_API_KEY``, ``db.password``: yes; ``tokenizer``, ``max_tokens``: no."""
+    return any(word in SECRET_WORDS for word in re.split(r"[^a-z0-9]+", name.lower()))
+
+
+def secret_values(environ=None, config: dict | None = None) -> list[str]:
+    """Values (8+ characters) of the environment's secret-named variables and of the config's
+    secret-named keys, longest first: cut out of whatever is written or logged."""
+    environ = os.environ if environ is None else environ
+    values = {v for k, v in environ.items() if is_secret_name(k) and len(v.strip()) >= 8}
+
+    def walk(node) -> None:
+        items = node.items() if isinstance(node, dict) else enumerate(node) if isinstance(node, list) else ()
+        for k, v in items:
+            if isinstance(v, str) and isinstance(k, str) and is_secret_name(k) and len(v.strip()) >= 8:
+                values.add(v)
+            walk(v)
+
+    walk(config or {})
+    return sorted(values, key=len, reverse=True)
+
+
+def redact(obj, secrets: list[str] | None = None):
+    """A copy of ``obj`` (dicts, lists, tuples, strings; anything else as it is) with the values of
+    secret-named keys replaced by ``<redacted>`` and every occurrence of a secret value (default:
+    those of :func:`secret_values`) cut out of its strings."""
+    secrets = secret_values() if secrets is None else secrets
+
+    def walk(value, secret_key: bool = False):
+        if isinstance(value, dict):
+            items = [(k, walk(v, isinstance(k, str) and is_secret_name(k))) for k, v in value.items()]
+            try:
+                return type(value)(items)
+            except TypeError:  # a dict subclass with another constructor
+                return dict(items)
+        if isinstance(value, (list, tuple)) and type(value) in (list, tuple):
+            return type(value)(walk(v, secret_key) for v in value)
+        if isinstance(value, str):
+            if secret_key and value:
+                return REDACTED
+            for secret in secrets:
+                value = value.replace(secret, REDACTED)
+        return value
+
+    return walk(obj)
 
 
 def config_hash(config: dict) -> str:
