@@ -375,7 +375,7 @@ def test_multirun_two_jobs_one_results_file(sample_data, tmp_path):
 
 
 def test_wandb_offline_run(train, tmp_path):
-    assert os.environ["WANDB_MODE"] == "offline"
+    assert os.environ["WANDB_MODE"] in ("offline", "dryrun")  # wandb itself rewrites offline as dryrun
     record = train(["logger=wandb"], tmp_path)
     out_dir = tmp_path / "run"
     assert record["status"] == "finished" and record["output_dir"] == str(out_dir)

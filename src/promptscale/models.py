@@ -5,6 +5,9 @@ from __future__ import annotations
 
 import copy
 import hashlib
+import math
+import re
+from collections import Counter
 import importlib.util
 import json
 import os
@@ -64,11 +67,19 @@ def _tiny_corpus() -> list[str]:
     return texts
 
 
-def tiny_tokenizer(kind: str, vocab_size: int = 1000):
-    """A small tokenizer of the family's kind, trained on the packaged sample data.
+def _word_counts(lowercase: bool) -> list[tuple[str, int]]:
+    """Words of the sample corpus, most frequent first (ties alphabetical): a fixed order."""
+    counts = Counter(w for line in _tiny_corpus() for w in re.findall(r"\w+|[^\w\s]", line.lower() if lowercase else line))
+    return sorted(counts.items(), key=lambda item: (-item[1], item[0]))
 
-    We train our own because no hub tokenizer can be downloaded here; the trained files are cached.
-    """
+
+def tiny_tokenizer(kind: str, vocab_size: int = 1000):
+    """A small tokenizer of the family's kind for the random tiny models, built from the packaged
+    sample data (no hub tokenizer can be downloaded here) and cached.
+
+    BPE is trained (its trainer is deterministic); the WordPiece and Unigram vocabularies are
+    built from word counts instead, since their trainers' ties fall differently from one process
+    to the next and the tiny models must be the same model every time."""
     from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors, trainers
     from transformers import PreTrainedTokenizerFast
 
@@ -79,11 +90,18 @@ def tiny_tokenizer(kind: str, vocab_size: int = 1000):
     def build(folder: Path) -> None:
         names = list(dict.fromkeys(specials.values()))
         if kind == "wordpiece":
-            tok = Tokenizer(models.WordPiece(unk_token="[UNK]"))
+            words = _word_counts(lowercase=True)
+            chars = sorted({c for w, _ in words for c in w})
+            vocab = [*names, *chars, *(f"##{c}" for c in chars)]
+            vocab += [w for w, _ in words if len(w) > 1][: vocab_size - len(vocab)]
+            tok = Tokenizer(models.WordPiece({t: i for i, t in enumerate(vocab)}, unk_token="[UNK]"))
             tok.normalizer = normalizers.BertNormalizer(lowercase=True)
             tok.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
             tok.decoder = decoders.WordPiece()
-            trainer = trainers.WordPieceTrainer(vocab_size=vocab_size, special_tokens=names)
+            cls, sep = vocab.index("[CLS]"), vocab.index("[SEP]")
+            tok.post_processor = processors.TemplateProcessing(
+                single="[CLS] $A [SEP]", pair="[CLS] $A [SEP] $B [SEP]", special_tokens=[("[CLS]", cls), ("[SEP]", sep)]
+            )
         elif kind == "bpe":
             tok = Tokenizer(models.BPE())
             tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
@@ -91,22 +109,21 @@ def tiny_tokenizer(kind: str, vocab_size: int = 1000):
             trainer = trainers.BpeTrainer(
                 vocab_size=vocab_size, special_tokens=names, initial_alphabet=pre_tokenizers.ByteLevel.alphabet()
             )
-        else:
-            tok = Tokenizer(models.Unigram())
+            tok.train_from_iterator(_tiny_corpus(), trainer=trainer)
+        else:  # pieces scored by log frequency: whole words ("▁word") and single characters
+            words = _word_counts(lowercase=False)
+            total = sum(n for _, n in words)
+            chars = sorted({c for w, _ in words for c in w} | {"▁"})
+            pieces = [(name, 0.0) for name in names] + [(c, math.log(1 / total) - 1) for c in chars]
+            pieces += [(f"▁{w}", math.log(n / total)) for w, n in words][: vocab_size - len(pieces)]
+            tok = Tokenizer(models.Unigram(pieces, unk_id=names.index("<unk>")))
             tok.pre_tokenizer = pre_tokenizers.Metaspace()
             tok.decoder = decoders.Metaspace()
-            trainer = trainers.UnigramTrainer(vocab_size=vocab_size, special_tokens=names, unk_token="<unk>")
-        tok.train_from_iterator(_tiny_corpus(), trainer=trainer)
-        if kind == "wordpiece":
-            cls, sep = tok.token_to_id("[CLS]"), tok.token_to_id("[SEP]")
-            tok.post_processor = processors.TemplateProcessing(
-                single="[CLS] $A [SEP]", pair="[CLS] $A [SEP] $B [SEP]", special_tokens=[("[CLS]", cls), ("[SEP]", sep)]
-            )
         PreTrainedTokenizerFast(tokenizer_object=tok, **specials).save_pretrained(folder)
 
     from transformers import AutoTokenizer
 
-    return AutoTokenizer.from_pretrained(_publish(build, cache_root() / "tokenizers" / f"tiny-{kind}-{vocab_size}"))
+    return AutoTokenizer.from_pretrained(_publish(build, cache_root() / "tokenizers" / f"tiny-{kind}-{vocab_size}-v2"))
 
 
 def smollm2_dir() -> Path:

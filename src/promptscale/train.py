@@ -192,14 +192,15 @@ def trainer_kwargs(cfg) -> dict:
     return {k: v for k, v in kwargs.items() if v is not None}
 
 
-def run(cfg: DictConfig, out_dir: Path, results_file: Path) -> dict:
+def run(cfg: DictConfig, out_dir: Path, results_file: Path, keep_backbone: bool = False) -> dict:
     """Train and evaluate once and append the results line to ``results_file``; return it.
 
     Bad input raises PromptscaleError before any model loads and writes nothing. A run whose
     config hash already has a finished line is skipped (``skip_finished``). A run that fails
     after that writes a ``failed`` line with the error, then re-raises; one stopped by SIGTERM
     writes nothing and raises Preempted (the same command resumes it). Lines and W&B configs
-    have secrets cut out."""
+    have secrets cut out. ``keep_backbone`` keeps a pristine copy of the backbone in memory for
+    the next runs of this process (an in-process sweep)."""
     from promptscale.results import append_result, config_hash, finished_record, redact, secret_values
 
     validate(cfg)
@@ -212,9 +213,12 @@ def run(cfg: DictConfig, out_dir: Path, results_file: Path) -> dict:
 
     data = TaskDataModule(cfg.task, cfg.data, cfg.seed)
     data.read()
+    from promptscale.methods import method_class
+
+    method_class(cfg.method.name).check_data(cfg, data)
     secrets = secret_values(config=config)
     try:
-        record = _train(cfg, data, out_dir, config, key, secrets)
+        record = _train(cfg, data, out_dir, config, key, secrets, keep_backbone)
     except Preempted:
         raise  # not failed: the same command resumes it
     except Exception as err:
@@ -254,7 +258,7 @@ def _failure(cfg, config: dict, key: str, out_dir: Path, err: Exception) -> dict
     return {"status": "failed", "error": f"{type(err).__name__}: {err}", **_identity(cfg, config, key, out_dir)}
 
 
-def _train(cfg: DictConfig, data, out_dir: Path, config: dict, key: str, secrets: list[str] = ()) -> dict:
+def _train(cfg: DictConfig, data, out_dir: Path, config: dict, key: str, secrets: list[str] = (), keep_backbone: bool = False) -> dict:
     import lightning as L
     import torch
 
@@ -268,7 +272,7 @@ def _train(cfg: DictConfig, data, out_dir: Path, config: dict, key: str, secrets
 
     start = time.time()
     L.seed_everything(cfg.seed, workers=True, verbose=False)
-    backbone = load_backbone(cfg.model)
+    backbone = load_backbone(cfg.model, keep=keep_backbone)
     module = method_class(cfg.method.name)(cfg, backbone)
     data.attach(backbone.tokenizer, cfg.model.family, cfg.method.head)
 
@@ -289,7 +293,8 @@ def _train(cfg: DictConfig, data, out_dir: Path, config: dict, key: str, secrets
     if resume_from:
         print(f"promptscale: resuming from {resume_from}", flush=True)
     try:
-        trainer.fit(module, datamodule=data, ckpt_path=resume_from, weights_only=True)
+        if module.parameter_counts()["trainable_params"]:  # tuning-free methods (icl, cot) only evaluate
+            trainer.fit(module, datamodule=data, ckpt_path=resume_from, weights_only=True)
         # the final evaluation always covers the whole eval split (data.eval_size subsamples it)
         evaluator = L.Trainer(
             **{k: v for k, v in kwargs.items() if k in ("accelerator", "devices", "precision", "enable_progress_bar")},
@@ -316,6 +321,7 @@ def _train(cfg: DictConfig, data, out_dir: Path, config: dict, key: str, secrets
         "metrics": metrics,
         "score": task_score(metrics),
         **module.parameter_counts(),
+        "checkpoint_bytes": module.checkpoint_bytes(),
         "train_steps": trainer.global_step,
         "wall_time_s": round(time.time() - start, 2),
         "peak_memory_bytes": peak_memory_bytes(),
@@ -365,7 +371,7 @@ def _hydra_main(cfg: DictConfig) -> None:
     if sweeping:
         _scrub_hydra_files(Path(HydraConfig.get().sweep.dir), secrets)
     try:
-        run(cfg, out_dir, results_file)
+        run(cfg, out_dir, results_file, keep_backbone=sweeping)
     except PromptscaleError as err:
         print(f"promptscale: error: {err}", file=sys.stderr)
         if not sweeping:

@@ -220,6 +220,12 @@ class AdaptationModule(L.LightningModule):
             "total_params": sum(p.numel() for p in params),
         }
 
+    def checkpoint_bytes(self) -> int:
+        """Bytes of the weights this method's checkpoint holds (trainable ones only, see below)."""
+        checkpoint = {"state_dict": self.state_dict()}
+        self.on_save_checkpoint(checkpoint)
+        return sum(t.numel() * t.element_size() for t in checkpoint["state_dict"].values())
+
     def on_save_checkpoint(self, checkpoint) -> None:
         trainable = {name for name, p in self.named_parameters() if p.requires_grad}
         if len(trainable) < len(list(self.parameters())):
