@@ -21,9 +21,8 @@
 # - `PROMPTSCALE_RESULTS`: the stores, separated by `:` (e.g.
 #   `multirun/method_scale/results.jsonl`); relative paths are taken from the working directory,
 #   then from the repository root.
-# - Unset: `notebooks/example_results.jsonl`, a **synthetic** store (made-up numbers shaped like
-#   Lester et al. 2021: three T5 sizes, CB and RTE, two seeds, prompt lengths and inits) that only
-#   shows what the plots look like.
+# - Unset: `experiments/cpu_scale/results.jsonl`, the latest measured `make sweep` (one model, so
+#   the tables show and the plots that need model sizes, prompt lengths or inits are skipped).
 #
 # Paired with `analysis.ipynb` by jupytext: edit either, then `jupytext --sync notebooks/analysis.py`.
 
@@ -45,7 +44,7 @@ def find(path: str) -> Path:
     raise FileNotFoundError(f"results store not found: {path}")
 
 
-spec = os.environ.get("PROMPTSCALE_RESULTS") or "notebooks/example_results.jsonl"
+spec = os.environ.get("PROMPTSCALE_RESULTS") or "experiments/cpu_scale/results.jsonl"
 paths = [find(p) for p in spec.split(os.pathsep) if p]
 results = table.load(paths)
 print(f"{len(results.runs)} finished runs from {', '.join(map(str, paths))}")

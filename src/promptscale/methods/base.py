@@ -224,7 +224,9 @@ class AdaptationModule(L.LightningModule):
         """Bytes of the weights this method's checkpoint holds (trainable ones only, see below)."""
         checkpoint = {"state_dict": self.state_dict()}
         self.on_save_checkpoint(checkpoint)
-        return sum(t.numel() * t.element_size() for t in checkpoint["state_dict"].values())
+        # tied weights (input embeddings = LM head) are one tensor under two names: count it once
+        unique = {(t.data_ptr(), t.numel()): t.numel() * t.element_size() for t in checkpoint["state_dict"].values()}
+        return sum(unique.values())
 
     def on_save_checkpoint(self, checkpoint) -> None:
         trainable = {name for name, p in self.named_parameters() if p.requires_grad}
