@@ -354,6 +354,22 @@ def _scrub_hydra_files(folder: Path, secrets: list[str]) -> None:
 _task_started = False  # past composition: errors from here on are the run's own
 
 
+def sweep_position(hydra_cfg) -> str:
+    """"sweep run i of N: <this job's overrides>" (N from the sweep's own lists: the experiment's
+    ``hydra.sweeper.params`` and the command line's comma lists)."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    given = [f"{key}={value}" for key, value in (hydra_cfg.sweeper.get("params") or {}).items()]
+    given += [arg for arg in sys.argv[1:] if "=" in arg and not arg.startswith("-")]
+    sizes = {}
+    for override in OverridesParser.create().parse_overrides(given):
+        sizes[override.key_or_group] = len(list(override.sweep_iterator())) if override.is_sweep_override() else 1
+    total = 1
+    for size in sizes.values():
+        total *= size
+    return f"sweep run {hydra_cfg.job.num + 1} of {total}: {' '.join(hydra_cfg.overrides.task)}"
+
+
 @hydra.main(version_base="1.3", config_path=CONF_DIR, config_name="train")
 def _hydra_main(cfg: DictConfig) -> None:
     os.environ.setdefault("WANDB_SILENT", "true")
@@ -370,6 +386,7 @@ def _hydra_main(cfg: DictConfig) -> None:
     _scrub_hydra_files(out_dir, secrets)
     if sweeping:
         _scrub_hydra_files(Path(HydraConfig.get().sweep.dir), secrets)
+        print(f"promptscale: {sweep_position(HydraConfig.get())}", flush=True)
     try:
         run(cfg, out_dir, results_file, keep_backbone=sweeping)
     except PromptscaleError as err:
