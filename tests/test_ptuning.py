@@ -100,3 +100,21 @@ def test_template_without_virtual_token_is_refused(sample_data):
     cfg = compose(["method=ptuning", f"data.dir={sample_data}", 'method.template="{premise} {hypothesis}"'])
     with pytest.raises(ConfigError, match=r"no \[P\]"):
         validate(cfg)
+
+
+def test_checkpoint_holds_the_prompt_encoder_and_reloads_to_identical_predictions(sample_data, tmp_path):
+    import lightning as L
+
+    cfg, module, data = build(sample_data, ["model=tiny-gpt2", TEMPLATE])
+    module.eval()
+    trainer = L.Trainer(logger=False, enable_checkpointing=False)
+    trainer.strategy.connect(module)
+    trainer.save_checkpoint(tmp_path / "ptuning.ckpt")
+    state = torch.load(tmp_path / "ptuning.ckpt", weights_only=True)["state_dict"]
+    assert state and all(key.startswith("prompt_encoder.") for key in state)
+    _, fresh, _ = build(sample_data, ["model=tiny-gpt2", TEMPLATE, "seed=5"])
+    fresh.eval()
+    fresh.load_state_dict(state, strict=False)
+    batch = next(iter(data.val_dataloader()))
+    with torch.no_grad():
+        torch.testing.assert_close(module(batch), fresh(batch), rtol=0, atol=0)
