@@ -67,6 +67,18 @@ def _train(overrides, tmp_path: Path, data_dir: Path, callbacks=()) -> dict:
 
 
 @pytest.fixture
+def no_model(monkeypatch):
+    """Fail the test if anything loads a tokenizer or a model (bad input must fail before)."""
+    import promptscale.models as models
+
+    def forbidden(*args, **kwargs):
+        pytest.fail("a model or tokenizer was loaded for bad input")
+
+    for name in ("load_model", "load_tokenizer", "load_backbone"):
+        monkeypatch.setattr(models, name, forbidden)
+
+
+@pytest.fixture
 def train(sample_data):
     """``train(overrides, tmp_path, callbacks=()) -> record``: one in-process run on the samples."""
 

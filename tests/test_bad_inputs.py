@@ -101,16 +101,6 @@ CASES = [
 ]  # fmt: skip
 
 
-@pytest.fixture
-def no_model(monkeypatch):
-    """Fail the test if anything loads a tokenizer or a model."""
-    import promptscale.models as models
-
-    def forbidden(*args, **kwargs):
-        pytest.fail("a model or tokenizer was loaded for bad input")
-
-    for name in ("load_model", "load_tokenizer", "load_backbone"):
-        monkeypatch.setattr(models, name, forbidden)
 
 
 @pytest.fixture

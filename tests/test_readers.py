@@ -169,7 +169,7 @@ def test_wsc_marks_pronoun(tmp_path):
     assert [e.label for e in examples] == [1, 1, 1, 0]
 
     bad = jsonl(tmp_path, record("The cat chased the dog because it was hungry.", 2), name="bad.jsonl")
-    with pytest.raises(DataError, match=rf"bad\.jsonl:1: .*span2_index=2 points at 'chased', not 'it'"):
+    with pytest.raises(DataError, match=r"bad\.jsonl:1: .*span2_index=2 points at 'chased', not 'it'"):
         READERS["wsc"](bad, None)
 
 
