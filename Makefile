@@ -10,7 +10,7 @@ export WANDB_SILENT ?= true
 EXP ?= cpu_scale
 DEMO_DIR ?= outputs/demo
 
-.PHONY: install test test-fast demo sweep table matrix clean
+.PHONY: install test test-fast demo sweep table matrix bench clean
 
 install: $(STAMP)
 
@@ -44,6 +44,11 @@ table: install
 
 matrix: install
 	$(VENV)/bin/promptscale matrix
+
+# Speed, memory and storage of every method vs a plain PEFT loop and the forward floor -> BENCHMARKS.md
+# (< 15 min on CPU); e.g. BENCH_ARGS="--quick" (smoke run) or BENCH_ARGS="--pairs 5 --threads 2".
+bench: install
+	$(PY) -m promptscale.bench --out BENCHMARKS.md $(BENCH_ARGS)
 
 clean:
 	rm -rf outputs multirun .pytest_cache

@@ -1,0 +1,155 @@
+"""``make bench``: the smoke run writes a report of the right shape, every method's reference
+steps, and the GPU-only parts (peak FLOP/s table, MFU column) render. Never a timing."""
+
+from __future__ import annotations
+
+import re
+import socket
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+import torch
+
+from promptscale import bench
+
+MAIN_HEADER = [
+    "method", "promptscale s/step", "reference s/step", "ratio", "ratio to forward", "examples/s",
+    "peak memory (MiB)", "trainable params", "optimizer-state bytes", "checkpoint bytes", "data share",
+]  # fmt: skip
+
+
+def tables(text: str) -> dict[tuple[str, ...], list[list[str]]]:
+    """Every Markdown table of ``text``: header cells -> rows of cells."""
+    found: dict[tuple[str, ...], list[list[str]]] = {}
+    lines = text.splitlines()
+    for i, line in enumerate(lines):
+        if line.startswith("| ") and i + 1 < len(lines) and lines[i + 1].startswith("|---"):
+            header = tuple(c.strip() for c in line.strip("|").split("|"))
+            rows = []
+            for row in lines[i + 2 :]:
+                if not row.startswith("|"):
+                    break
+                rows.append([c.strip() for c in row.strip("|").split("|")])
+            found[header] = rows
+    return found
+
+
+def number(cell: str) -> float:
+    return float(cell.replace(",", "").rstrip("%"))
+
+
+@pytest.fixture(scope="module")
+def quick_report(tmp_path_factory) -> str:
+    out = tmp_path_factory.mktemp("bench") / "BENCHMARKS.md"
+    assert bench.main(["--quick", "--out", str(out)]) == out
+    return out.read_text()
+
+
+def test_quick_report_has_one_row_per_method_and_numbers_parse(quick_report):
+    text = quick_report
+    assert text.startswith("# Benchmarks\n")
+    assert "## tiny-gpt2" in text
+    found = tables(text)
+    rows = found[tuple(MAIN_HEADER)]
+    assert [r[0] for r in rows] == bench.QUICK_METHODS
+    for row in rows:
+        assert len(row) == len(MAIN_HEADER)
+        values = [number(c) for c in row[1:]]
+        assert all(v >= 0 for v in values)
+        assert row[-1].endswith("%")
+    assert all(number(r[7]) > 0 and number(r[9]) > 0 for r in rows)  # trainable params, checkpoint bytes
+
+    other = next(rows for header, rows in found.items() if header[:2] == ("method", "reference"))
+    assert [r[0] for r in other] == bench.QUICK_METHODS
+    targets = next(rows for header, rows in found.items() if header[:2] == ("method", "step ≤ reference"))
+    assert [r[0] for r in targets] == bench.QUICK_METHODS
+    for row in targets:
+        assert re.match(r"(met|missed) \(\d+\.\d\d, noise ±\d\.\d\d\)$", row[1])
+        assert re.match(r"(met|missed) \(\d+\.\d%\)$", row[2])
+    frozen = {r[0]: r[3] for r in targets if r[0] != "finetune"}
+    assert all(cell == "met (trainable only)" for cell in frozen.values())
+
+
+def test_quick_report_icl_sweep_and_cold_start_tables(quick_report):
+    found = tables(quick_report)
+    (icl,) = next(rows for header, rows in found.items() if header[:2] == ("model", "eval examples"))
+    assert icl[0] == "tiny-gpt2" and icl[-1] == "yes"
+    assert all(number(c) > 0 for c in icl[1:-1])
+    (sweep,) = next(rows for header, rows in found.items() if header[:2] == ("model", "runs"))
+    assert sweep[1] == "4"
+    [number(c) for c in sweep[2:]]
+    cold = found[("command", "s")]
+    assert len(cold) == 2 and "--help" in cold[0][0]
+    assert all(number(r[1]) > 0 for r in cold)
+
+
+def test_quick_report_names_hardware_generically(quick_report):
+    assert "- Hardware: CPU: " in quick_report
+    assert "promptscale-bench-" not in quick_report and str(Path.home()) not in quick_report
+    host = socket.gethostname()
+    if len(host) > 3:
+        assert host not in quick_report
+
+
+@pytest.mark.parametrize("method", list(bench.METHODS))
+def test_every_method_and_its_reference_take_a_step(tmp_path, sample_data, method):
+    from promptscale.config import validate
+    from promptscale.models import load_tokenizer
+    from promptscale.train import compose
+
+    seq_len = 64
+    root = bench.write_long_rte(tmp_path / "long", sample_data, n_train=4, words=2 * seq_len)
+    cfg = compose(
+        [
+            "model=tiny-gpt2", f"method={method}", "logger=none", f"data.dir={root}", "data.batch_size=2",
+            f"data.max_length={seq_len + 1}", f"data.cache_dir={tmp_path / 'tok'}", *bench.method_overrides(method, seq_len),
+        ]
+    )  # fmt: skip
+    validate(cfg)
+    cpu = torch.device("cpu")
+    _, batch = bench.fixed_length_data(cfg, SimpleNamespace(tokenizer=load_tokenizer(cfg.model)), seq_len)
+    assert batch["input_ids"].shape[1] == seq_len
+    module, optimizer, scheduler = bench.build_ours(cfg, cpu)
+    bench.our_step(module, optimizer, scheduler, batch, cpu, "fp32")
+    assert bench.optimizer_state_bytes(optimizer) > 0
+    model, ref_opt, what = bench.build_reference(cfg, module.backbone.tokenizer, cpu)
+    inputs = bench.reference_inputs(batch, method)
+    assert inputs["input_ids"].shape[1] == seq_len - (bench.prompt_tokens(seq_len) if method == "ptuning" else 0)
+    bench.reference_step(model, ref_opt, inputs, cpu, "fp32")
+    assert bench.optimizer_state_bytes(ref_opt) > 0 and what
+    ours_trainable = module.parameter_counts()["trainable_params"]
+    if method in ("finetune", "prompt_tuning", "adapter", "lora"):  # the same weights train on both sides
+        assert bench.param_counts(model)[0] == ours_trainable
+    checkpoint = bench.checkpoint_info(module)
+    assert checkpoint["bytes"] > 0
+    assert checkpoint["trainable_only"] == (method != "finetune")
+
+
+def test_peak_flops_table_matches_device_names():
+    assert bench.peak_bf16_flops("NVIDIA H100 80GB HBM3") == 989e12
+    assert bench.peak_bf16_flops("NVIDIA H100 PCIe") == 756e12
+    assert bench.peak_bf16_flops("NVIDIA H200") == 989e12
+    assert bench.peak_bf16_flops("NVIDIA A100-SXM4-80GB") == 312e12
+    assert bench.peak_bf16_flops("NVIDIA L40S") == 362e12
+    assert bench.peak_bf16_flops("NVIDIA L4") == 121e12
+    assert bench.peak_bf16_flops("Tesla V100-SXM2-16GB") is None
+
+
+def test_gpu_section_adds_mfu():
+    args = bench.parse_args(["--quick"])
+    result = bench.MethodResult(
+        method="finetune", ours=[0.1], ref=[0.1], ratios=[1.0], data_s=0.001, rows=2, ours_memory=2**20,
+        ref_memory=2**20, trainable=10, total=10, ref_trainable=10, opt_bytes=80, ref_opt_bytes=80,
+        ckpt={"bytes": 100, "holds": "all weights", "trainable_only": False}, final_ckpt={"bytes": 100}, reference="bare",
+        optimizer="AdamW",
+    )  # fmt: skip
+    floor = {"forward_s": 0.03, "body_s": 0.02, "params": 1_000_000_000, "load_s": 1.0, "rows": 2}
+    lines = bench.model_section("some-model", [result], floor, args, gpu="NVIDIA H100 80GB HBM3")
+    found = tables("\n".join(lines))
+    (header, rows), *_ = found.items()
+    assert header[-1] == "MFU"
+    # 6 x 1e9 params x (2 x 32) tokens / (0.1 s x 989e12 FLOP/s)
+    assert rows[0][-1] == f"{6 * 1e9 * 64 / (0.1 * 989e12):.1%}"
+    cpu_lines = bench.model_section("some-model", [result], floor, args)
+    assert "MFU" not in "\n".join(cpu_lines)
