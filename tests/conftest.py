@@ -56,14 +56,7 @@ def _train(overrides, tmp_path: Path, data_dir: Path, callbacks=()) -> dict:
     cfg = train_mod.compose([*FAST, f"data.dir={data_dir}", *overrides])
     out_dir = Path(tmp_path) / "run"
     out_dir.mkdir(parents=True, exist_ok=True)
-    if not callbacks:
-        return train_mod.run(cfg, out_dir, out_dir / "results.jsonl")
-    original = train_mod.trainer_kwargs
-    train_mod.trainer_kwargs = lambda c: {**original(c), "callbacks": list(callbacks)}
-    try:
-        return train_mod.run(cfg, out_dir, out_dir / "results.jsonl")
-    finally:
-        train_mod.trainer_kwargs = original
+    return train_mod.run(cfg, out_dir, out_dir / "results.jsonl", callbacks=callbacks)
 
 
 @pytest.fixture

@@ -55,17 +55,12 @@ class Order(L.Callback):
                 f.write(json.dumps(step) + "\n")
 
 
-def run_in_process(overrides, out_dir: Path, data_dir: Path, callbacks=(), monkeypatch=None) -> dict:
+def run_in_process(overrides, out_dir: Path, data_dir: Path, callbacks=()) -> dict:
     """What ``promptscale-train <overrides> hydra.run.dir=<out_dir>`` does, in this process."""
     from promptscale import train as T
 
     cfg = T.compose([*overrides, f"data.dir={data_dir}"])
-    original = T.trainer_kwargs
-    T.trainer_kwargs = lambda c: {**original(c), "callbacks": list(callbacks)}
-    try:
-        return T.run(cfg, out_dir, out_dir / "results.jsonl")
-    finally:
-        T.trainer_kwargs = original
+    return T.run(cfg, out_dir, out_dir / "results.jsonl", callbacks=callbacks)
 
 
 def trainable(module) -> dict[str, torch.Tensor]:

@@ -192,7 +192,7 @@ def trainer_kwargs(cfg) -> dict:
     return {k: v for k, v in kwargs.items() if v is not None}
 
 
-def run(cfg: DictConfig, out_dir: Path, results_file: Path, keep_backbone: bool = False) -> dict:
+def run(cfg: DictConfig, out_dir: Path, results_file: Path, keep_backbone: bool = False, callbacks=()) -> dict:
     """Train and evaluate once and append the results line to ``results_file``; return it.
 
     Bad input raises PromptscaleError before any model loads and writes nothing. A run whose
@@ -200,7 +200,7 @@ def run(cfg: DictConfig, out_dir: Path, results_file: Path, keep_backbone: bool 
     after that writes a ``failed`` line with the error, then re-raises; one stopped by SIGTERM
     writes nothing and raises Preempted (the same command resumes it). Lines and W&B configs
     have secrets cut out. ``keep_backbone`` keeps a pristine copy of the backbone in memory for
-    the next runs of this process (an in-process sweep)."""
+    the next runs of this process (an in-process sweep); ``callbacks`` join the fit Trainer's."""
     from promptscale.results import append_result, config_hash, finished_record, redact, secret_values
 
     validate(cfg)
@@ -218,7 +218,7 @@ def run(cfg: DictConfig, out_dir: Path, results_file: Path, keep_backbone: bool 
     method_class(cfg.method.name).check_data(cfg, data)
     secrets = secret_values(config=config)
     try:
-        record = _train(cfg, data, out_dir, config, key, secrets, keep_backbone)
+        record = _train(cfg, data, out_dir, config, key, secrets, keep_backbone, callbacks)
     except Preempted:
         raise  # not failed: the same command resumes it
     except Exception as err:
@@ -258,7 +258,9 @@ def _failure(cfg, config: dict, key: str, out_dir: Path, err: Exception) -> dict
     return {"status": "failed", "error": f"{type(err).__name__}: {err}", **_identity(cfg, config, key, out_dir)}
 
 
-def _train(cfg: DictConfig, data, out_dir: Path, config: dict, key: str, secrets: list[str] = (), keep_backbone: bool = False) -> dict:
+def _train(
+    cfg: DictConfig, data, out_dir: Path, config: dict, key: str, secrets=(), keep_backbone: bool = False, callbacks=()
+) -> dict:
     import lightning as L
     import torch
 
@@ -284,7 +286,7 @@ def _train(cfg: DictConfig, data, out_dir: Path, config: dict, key: str, secrets
     resume = Resume(checkpoint, cfg.checkpoint_every_n_steps, data, list(secrets))
     trainer = L.Trainer(
         **{k: v for k, v in kwargs.items() if k not in ("callbacks", "plugins")},
-        callbacks=[*kwargs.get("callbacks", []), resume],
+        callbacks=[*kwargs.get("callbacks", []), *callbacks, resume],
         plugins=[*kwargs.get("plugins", []), SafeCheckpointIO()],
         logger=logger or False,
         default_root_dir=str(out_dir),
