@@ -58,7 +58,10 @@ def test_adapter_identity_at_init_and_closed_form_count(model):
     reference = load_backbone(cfg.model)
     reference.model.eval(), module.eval()
     family = cfg.model.family
-    assert torch.equal(lm_logits(module.backbone.model, reference.tokenizer, family), lm_logits(reference.model, reference.tokenizer, family))
+    assert torch.equal(
+        lm_logits(module.backbone.model, reference.tokenizer, family),
+        lm_logits(reference.model, reference.tokenizer, family),
+    )
     n_houlsby, n_pfeiffer = N_ADAPTED[model]
     assert len(module.adapters) == n_houlsby
     counts = module.parameter_counts()
@@ -67,7 +70,12 @@ def test_adapter_identity_at_init_and_closed_form_count(model):
 
     # Pfeiffer: after the feed-forward only; trainable layer norms add exactly the base model's norms
     _, pfeiffer = build([f"model={model}", "method=adapter", "method.bottleneck=8", "method.placement=pfeiffer"])
-    norms = sum(p.numel() for m in pfeiffer.backbone.model.base_model.modules() if is_norm(m) for p in m.parameters(recurse=False))
+    norms = sum(
+        p.numel()
+        for m in pfeiffer.backbone.model.base_model.modules()
+        if is_norm(m)
+        for p in m.parameters(recurse=False)
+    )
     assert norms > 0
     assert set(pfeiffer.adapter_points.values()) == {"ffn"}
     assert pfeiffer.parameter_counts()["trainable_params"] == n_pfeiffer * adapter_param_count(D, 8) + norms
@@ -221,7 +229,9 @@ def test_adapter_tagging_overfits_with_head_and_frozen_backbone(train, tmp_path)
     n_tags = len(module.task.labels)
 
     assert rec.losses[-1] < 0.9 * rec.losses[0]  # overfits the 8 examples
-    norms = sum(p.numel() for m in module.backbone.model.base_model.modules() if is_norm(m) for p in m.parameters(recurse=False))
+    norms = sum(
+        p.numel() for m in module.backbone.model.base_model.modules() if is_norm(m) for p in m.parameters(recurse=False)
+    )
     head = D * n_tags + n_tags
     assert record["trainable_params"] == 4 * adapter_param_count(D, 16) + norms + head
     assert module.tag_head.weight.requires_grad

@@ -101,8 +101,6 @@ CASES = [
 ]  # fmt: skip
 
 
-
-
 @pytest.fixture
 def data_copy(sample_data, tmp_path) -> Path:
     """A private copy of the RTE, COPA and CoNLL-2003 samples, safe to break."""
@@ -145,7 +143,9 @@ CLI_CASES = [
 ]
 
 
-@pytest.mark.parametrize("overrides,breaks,status,match", CLI_CASES, ids=["misspelt-key", "unknown-task", "unsupported", "malformed-json"])
+@pytest.mark.parametrize(
+    "overrides,breaks,status,match", CLI_CASES, ids=["misspelt-key", "unknown-task", "unsupported", "malformed-json"]
+)
 def test_bad_input_through_the_cli(overrides, breaks, status, match, data_copy, tmp_path):
 
     if breaks:

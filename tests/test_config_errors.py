@@ -20,8 +20,6 @@ from conftest import FAST, TRAIN_CLI
 from promptscale.errors import ConfigError, DataError, PromptscaleError
 
 
-
-
 @pytest.fixture
 def data_copy(sample_data, tmp_path) -> Path:
     """A private copy of the samples (RTE and CoNLL-2003), safe to break."""
@@ -62,7 +60,10 @@ CONFIG_CASES = [
     (["method.name=nope"], r"method='nope' is not one of"),
     (["task.kind=ranking"], r"task\.kind='ranking' is not one of"),
     (["model.family=rnn"], r"model\.family='rnn' is not one of"),
-    (["~task.verbalizer.not_entailment"], r"task rte: every label needs a verbalizer word, missing \['not_entailment'\]"),
+    (
+        ["~task.verbalizer.not_entailment"],
+        r"task rte: every label needs a verbalizer word, missing \['not_entailment'\]",
+    ),
     (["data.eval_split=test"], r"task rte: unknown split 'test'"),
     (["data.train_size=1000"], r"data\.train_size=1000 is larger than the split \(32 records\)"),
     (["data.eval_size=49"], r"data\.eval_size=49 is larger than the split \(48 records\)"),
@@ -97,15 +98,25 @@ def test_malformed_jsonl_names_file_and_line(data_copy, tmp_path, no_model):
 
 def test_label_outside_the_set_names_file_and_line(data_copy, tmp_path, no_model):
     path = data_copy / "fewglue" / "RTE" / "val.jsonl"
-    rewrite_line(path, 5, '{"premise": "Alice sold a lamp.", "hypothesis": "Alice sold it.", "label": "maybe", "idx": 4}')
+    rewrite_line(
+        path, 5, '{"premise": "Alice sold a lamp.", "hypothesis": "Alice sold it.", "label": "maybe", "idx": 4}'
+    )
     fails([], data_copy, tmp_path, DataError, rf"^{re.escape(str(path))}:5: label 'maybe' is not one of")
 
 
 def test_tag_outside_the_set_names_file_and_line(data_copy, tmp_path, no_model):
     path = data_copy / "conll2003" / "train.txt"
-    lineno = next(i for i, line in enumerate(path.read_text().splitlines(), 1) if line.split() and line.split()[0] != "-DOCSTART-")
+    lineno = next(
+        i for i, line in enumerate(path.read_text().splitlines(), 1) if line.split() and line.split()[0] != "-DOCSTART-"
+    )
     rewrite_line(path, lineno, "Zorblat NNP B-NP B-ALIEN")
-    fails(["task=conll03", "model=tiny-bert"], data_copy, tmp_path, DataError, rf"^{re.escape(str(path))}:{lineno}: tag 'B-ALIEN'")
+    fails(
+        ["task=conll03", "model=tiny-bert"],
+        data_copy,
+        tmp_path,
+        DataError,
+        rf"^{re.escape(str(path))}:{lineno}: tag 'B-ALIEN'",
+    )
 
 
 def test_missing_split_file_names_the_path(data_copy, tmp_path, no_model):

@@ -17,7 +17,9 @@ DEMO = '[{fields: {premise: "Ann moved to Lima.", hypothesis: "Ann lives in Lima
 
 
 def build(sample_data, overrides):
-    cfg = compose(["method=cot", "model=tiny-gpt2", "task=rte", f"data.dir={sample_data}", "data.eval_size=4", *overrides])
+    cfg = compose(
+        ["method=cot", "model=tiny-gpt2", "task=rte", f"data.dir={sample_data}", "data.eval_size=4", *overrides]
+    )
     validate(cfg)
     data = TaskDataModule(cfg.task, cfg.data, cfg.seed)
     data.read()
@@ -68,7 +70,10 @@ def test_zero_shot_prompts_and_unanswerable_counted_wrong(sample_data, tmp_path,
 
 def test_few_shot_demonstrations_come_first(sample_data):
     module, data = build(sample_data, [f"method.demonstrations={DEMO}", "method.shots=1"])
-    assert module.demo_text == "Ann moved to Lima.\nQuestion: Ann lives in Lima. Yes or no?\nAnswer: She moved there. So the answer is Yes.\n\n"
+    assert (
+        module.demo_text
+        == "Ann moved to Lima.\nQuestion: Ann lives in Lima. Yes or no?\nAnswer: She moved there. So the answer is Yes.\n\n"
+    )
 
 
 def test_real_greedy_generation_runs(sample_data):

@@ -43,7 +43,9 @@ def test_ptuning_v2_counts_and_prefixes_change_outputs(sample_data, model, task)
 
 
 def test_prefix_tuning_folds_its_mlp_to_identical_outputs(sample_data):
-    module, data = build(sample_data, ["method=prefix_tuning", "model=tiny-gpt2", "task=cb", "method.reparam_hidden=16"])
+    module, data = build(
+        sample_data, ["method=prefix_tuning", "model=tiny-gpt2", "task=cb", "method.reparam_hidden=16"]
+    )
     batch = next(iter(data.val_dataloader()))
     assert module.deep_prompt.prefix is None
     module.eval()  # no dropout
@@ -58,7 +60,9 @@ def test_prefix_tuning_folds_its_mlp_to_identical_outputs(sample_data):
     assert module.parameter_counts()["trainable_params"] == 10 * layers * 2 * kv_heads * head_dim
 
 
-@pytest.mark.parametrize("method,model", [("prefix_tuning", "tiny-bert"), ("prefix_tuning", "tiny-t5"), ("ptuning_v2", "tiny-bert")])
+@pytest.mark.parametrize(
+    "method,model", [("prefix_tuning", "tiny-bert"), ("prefix_tuning", "tiny-t5"), ("ptuning_v2", "tiny-bert")]
+)
 def test_training_keeps_backbone_frozen_and_saves_only_prefixes(train, tmp_path, method, model):
     seen = {}
 
@@ -70,7 +74,9 @@ def test_training_keeps_backbone_frozen_and_saves_only_prefixes(train, tmp_path,
         def on_train_start(self, trainer, module):
             seen["table"] = module.deep_prompt.table().detach().clone()
 
-    record = train([f"method={method}", f"model={model}", "task=rte", "trainer.max_steps=3"], tmp_path, callbacks=[Watch()])
+    record = train(
+        [f"method={method}", f"model={model}", "task=rte", "trainer.max_steps=3"], tmp_path, callbacks=[Watch()]
+    )
     module = seen["module"]
     after = module.backbone.state_dict()
     assert all(torch.equal(v, after[k]) for k, v in seen["backbone"].items())
@@ -143,11 +149,12 @@ def test_prefix_tuning_peft_folder_loads_with_peft_and_matches(sample_data, tmp_
     ids = module.backbone.tokenizer("Ann bought a red car in Lima.", return_tensors="pt").input_ids
     with torch.no_grad():
         ours = module.backbone.model(
-            input_ids=ids, attention_mask=torch.ones(1, 4 + ids.shape[1], dtype=torch.long), past_key_values=module.deep_prompt.cache(1, torch.float32)
+            input_ids=ids,
+            attention_mask=torch.ones(1, 4 + ids.shape[1], dtype=torch.long),
+            past_key_values=module.deep_prompt.cache(1, torch.float32),
         ).logits
         theirs = peft_model(input_ids=ids).logits
     torch.testing.assert_close(ours, theirs, rtol=0, atol=1e-5)
-
 
 
 class Losses(L.Callback):
@@ -170,7 +177,14 @@ class Losses(L.Callback):
 )
 def test_loss_falls_on_an_overfit_set(train, tmp_path, method, model, task):
     recorder = Losses()
-    overrides = [f"method={method}", f"model={model}", f"task={task}", "data.train_size=8", "data.batch_size=8", "trainer.max_steps=30"]
+    overrides = [
+        f"method={method}",
+        f"model={model}",
+        f"task={task}",
+        "data.train_size=8",
+        "data.batch_size=8",
+        "trainer.max_steps=30",
+    ]
     if method == "ptuning":
         overrides.append("method.lr=1e-2")  # the default 1e-3 is for real models and many steps
     if model != "tiny-t5":  # as for prompt tuning: a random tiny model needs wider weights to listen to a prompt

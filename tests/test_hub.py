@@ -23,14 +23,21 @@ def fake_hub(monkeypatch, tmp_path):
                 label=datasets.ClassLabel(names=["entailment", "not_entailment"]),
             )
             return datasets.Dataset.from_dict(
-                {"premise": ["A cat sat.", "A dog ran."], "hypothesis": ["A cat.", "A bird."], "idx": [0, 1], "label": [0, 1]},
+                {
+                    "premise": ["A cat sat.", "A dog ran."],
+                    "hypothesis": ["A cat.", "A bird."],
+                    "idx": [0, 1],
+                    "label": [0, 1],
+                },
                 features=features,
             )
         features = datasets.Features(
             tokens=datasets.Sequence(datasets.Value("string")),
             ner_tags=datasets.Sequence(datasets.ClassLabel(names=["O", "B-PER", "I-PER"])),
         )
-        return datasets.Dataset.from_dict({"tokens": [["Ann", "Lee", "ran"]], "ner_tags": [[1, 2, 0]]}, features=features)
+        return datasets.Dataset.from_dict(
+            {"tokens": [["Ann", "Lee", "ran"]], "ner_tags": [[1, 2, 0]]}, features=features
+        )
 
     monkeypatch.setattr(datasets, "load_dataset", load_dataset)
     return calls

@@ -61,7 +61,9 @@ def _kernel_env(tmp_path: Path) -> dict:
         prefix = tmp_path / "jupyter"
         subprocess.run([sys.executable, "-m", "ipykernel", "install", "--prefix", str(prefix), "--name", "python3"],
                        check=True, capture_output=True)  # fmt: skip
-        env["JUPYTER_PATH"] = os.pathsep.join(filter(None, [str(prefix / "share" / "jupyter"), env.get("JUPYTER_PATH")]))
+        env["JUPYTER_PATH"] = os.pathsep.join(
+            filter(None, [str(prefix / "share" / "jupyter"), env.get("JUPYTER_PATH")])
+        )
     return env
 
 

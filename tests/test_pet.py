@@ -58,13 +58,22 @@ def test_t5_pattern_is_the_encoder_input(sample_data):
 
 
 def test_cloze_pattern_puts_the_masks_inside_and_scores_them_by_hand(sample_data):
-    overrides = ["method=pet", "method.pattern=0", "model=tiny-bert", "task=rte", "task.verbalizer.entailment=yes indeed"]
+    overrides = [
+        "method=pet",
+        "method.pattern=0",
+        "model=tiny-bert",
+        "task=rte",
+        "task.verbalizer.entailment=yes indeed",
+    ]
     cfg, module, data = setup(sample_data, overrides)
     example = data.eval_examples[0]
     encoded = data.encoder.encode(example, 0)
     assert SLOT_ID in encoded["prompt_ids"]
     tok = module.backbone.tokenizer
-    before, after = encoded["prompt_ids"][: encoded["prompt_ids"].index(SLOT_ID)], encoded["prompt_ids"][encoded["prompt_ids"].index(SLOT_ID) + 1 :]
+    before, after = (
+        encoded["prompt_ids"][: encoded["prompt_ids"].index(SLOT_ID)],
+        encoded["prompt_ids"][encoded["prompt_ids"].index(SLOT_ID) + 1 :],
+    )
     assert tok.decode(before) == tok.decode(data.encoder.ids('"{hypothesis}" ?'.format(**example.fields)))
     batch = data.collator(data.eval_examples)([encoded])
     with torch.no_grad():
@@ -82,14 +91,23 @@ def test_pattern_verbalizer_and_range_errors(sample_data):
     with pytest.raises(ConfigError, match="has 3 pattern"):
         validate(compose(["method=pet", "method.pattern=7", "model=tiny-gpt2", f"data.dir={sample_data}"]))
     with pytest.raises(ConfigError, match="masked LMs"):
-        validate(compose(["method=finetune", "model=tiny-gpt2", 'task.template="{premise} [MASK]"', f"data.dir={sample_data}"]))
+        validate(
+            compose(
+                ["method=finetune", "model=tiny-gpt2", 'task.template="{premise} [MASK]"', f"data.dir={sample_data}"]
+            )
+        )
     with pytest.raises(ConfigError, match="needs method.pattern"):
         validate(compose(["method=pet", "method.pattern=null", f"data.dir={sample_data}"]))
 
 
 @pytest.mark.parametrize(
     "strategy,backbone_trains,extra",
-    [("tuning_free", False, False), ("fixed_lm_prompt", False, True), ("fixed_prompt_lm", True, False), ("prompt_lm", True, True)],
+    [
+        ("tuning_free", False, False),
+        ("fixed_lm_prompt", False, True),
+        ("fixed_prompt_lm", True, False),
+        ("prompt_lm", True, True),
+    ],
 )
 def test_training_strategies(sample_data, strategy, backbone_trains, extra):
     cfg, module, _ = setup(sample_data, [f"strategy={strategy}", "model=tiny-gpt2", "task=cb"])

@@ -25,14 +25,28 @@ def test_wordpiece_ranking_skips_specials_unused_characters_and_continuations():
     vocab = ["[PAD]", "[unused0]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "a", "b", "the", "##s", "of", "cat"]
     tok = Tokenizer(models.WordPiece({t: i for i, t in enumerate(vocab)}, unk_token="[UNK]"))
     wrapped = PreTrainedTokenizerFast(
-        tokenizer_object=tok, unk_token="[UNK]", pad_token="[PAD]", cls_token="[CLS]", sep_token="[SEP]", mask_token="[MASK]"
+        tokenizer_object=tok,
+        unk_token="[UNK]",
+        pad_token="[PAD]",
+        cls_token="[CLS]",
+        sep_token="[SEP]",
+        mask_token="[MASK]",
     )
     assert wrapped.convert_ids_to_tokens(frequent_token_ids(wrapped, 10)) == ["the", "of", "cat"]
     assert wrapped.convert_ids_to_tokens(frequent_token_ids(wrapped, 2)) == ["the", "of"]
 
 
 def test_sentencepiece_ranking_skips_byte_fallback_and_whitespace():
-    pieces = [("<pad>", 0.0), ("</s>", 0.0), ("<unk>", 0.0), ("<0x0A>", 0.0), ("▁", -1.0), ("▁the", -2.0), ("s", -3.0), ("<unused1>", -4.0)]
+    pieces = [
+        ("<pad>", 0.0),
+        ("</s>", 0.0),
+        ("<unk>", 0.0),
+        ("<0x0A>", 0.0),
+        ("▁", -1.0),
+        ("▁the", -2.0),
+        ("s", -3.0),
+        ("<unused1>", -4.0),
+    ]
     tok = Tokenizer(models.Unigram(pieces, unk_id=2, byte_fallback=True))
     wrapped = PreTrainedTokenizerFast(tokenizer_object=tok, pad_token="<pad>", eos_token="</s>", unk_token="<unk>")
     assert wrapped.convert_ids_to_tokens(frequent_token_ids(wrapped, 10)) == ["▁the", "s"]
@@ -40,7 +54,9 @@ def test_sentencepiece_ranking_skips_byte_fallback_and_whitespace():
 
 @pytest.mark.parametrize("model", ["tiny-gpt2", "tiny-bert", "tiny-t5"])
 def test_vocab_init_copies_seeded_rows_of_the_most_frequent_tokens(model):
-    module = build([f"model={model}", "method.init=vocab", "method.prompt_length=7", "method.init_vocab_top=50", "seed=3"])
+    module = build(
+        [f"model={model}", "method.init=vocab", "method.prompt_length=7", "method.init_vocab_top=50", "seed=3"]
+    )
     top = torch.tensor(frequent_token_ids(module.backbone.tokenizer, 50))
     picks = torch.randperm(len(top), generator=torch.Generator().manual_seed(3))[:7]
     assert torch.equal(module.prompt.detach(), embeddings(module)[top[picks]])

@@ -78,7 +78,14 @@ def test_training_moves_the_encoder_and_the_lm_only_when_asked(train, tmp_path, 
         pass
 
     record = train(
-        ["method=ptuning", "model=tiny-gpt2", "task=rte", f"method.freeze_lm={str(freeze).lower()}", "method.lm_lr=1e-2", "trainer.max_steps=3"],
+        [
+            "method=ptuning",
+            "model=tiny-gpt2",
+            "task=rte",
+            f"method.freeze_lm={str(freeze).lower()}",
+            "method.lm_lr=1e-2",
+            "trainer.max_steps=3",
+        ],
         tmp_path,
         callbacks=[Callback()],
     )

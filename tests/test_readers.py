@@ -14,8 +14,14 @@ from promptscale.data.samples import main, write_samples
 from promptscale.errors import DataError
 
 FOLDERS = {
-    "boolq": "BoolQ", "cb": "CB", "copa": "COPA", "rte": "RTE", "wic": "WiC",
-    "wsc": "WSC", "multirc": "MultiRC", "record": "ReCoRD",
+    "boolq": "BoolQ",
+    "cb": "CB",
+    "copa": "COPA",
+    "rte": "RTE",
+    "wic": "WiC",
+    "wsc": "WSC",
+    "multirc": "MultiRC",
+    "record": "ReCoRD",
 }
 FIELDS = {
     "boolq": {"passage", "question"},
@@ -150,8 +156,11 @@ def test_string_labels(tmp_path):
 
 def test_wsc_marks_pronoun(tmp_path):
     def record(text, index, pronoun="it", label=True):
-        return {"text": text, "target": {"span1_text": "The cat", "span1_index": 0, "span2_text": pronoun,
-                                         "span2_index": index}, "label": label}
+        return {
+            "text": text,
+            "target": {"span1_text": "The cat", "span1_index": 0, "span2_text": pronoun, "span2_index": index},
+            "label": label,
+        }
 
     path = jsonl(
         tmp_path,
@@ -162,7 +171,10 @@ def test_wsc_marks_pronoun(tmp_path):
     )
     examples = READERS["wsc"](path, None)
     assert examples[0].fields == {
-        "text": "The cat chased the dog because *it* was hungry.", "span1": "The cat", "span2": "it"}
+        "text": "The cat chased the dog because *it* was hungry.",
+        "span1": "The cat",
+        "span2": "it",
+    }
     assert examples[1].fields["text"].endswith("dog left *it*.")
     assert examples[2].fields["text"] == "The dog tired the cat , so the cat let *it* rest."
     assert examples[3].fields["text"] == "The cat sat because *He* was tired."
@@ -177,8 +189,11 @@ def test_multirc_groups_and_cleaning(tmp_path):
     passage = {
         "text": "<b>Sent 1: </b>Ann met Bo.<br><b>Sent 2: </b>They ate <i>soup</i>.<br>",
         "questions": [
-            {"question": "Who met?", "idx": 0, "answers": [
-                {"text": "Ann", "idx": 10, "label": 1}, {"text": "Cy", "idx": 11, "label": 0}]},
+            {
+                "question": "Who met?",
+                "idx": 0,
+                "answers": [{"text": "Ann", "idx": 10, "label": 1}, {"text": "Cy", "idx": 11, "label": 0}],
+            },
             {"question": "What?", "idx": 3, "answers": [{"text": "soup", "idx": 12}]},
         ],
     }
@@ -192,8 +207,13 @@ def test_multirc_groups_and_cleaning(tmp_path):
 def test_copa_candidates(tmp_path):
     record = {"premise": "P.", "choice1": "A.", "choice2": "B.", "question": "cause", "label": 1, "idx": 4}
     [e] = READERS["copa"](jsonl(tmp_path, record), None)
-    assert (e.guid, e.fields, e.candidates, e.label, e.gold) == ("4", {"premise": "P.", "question": "cause"},
-                                                                 ["A.", "B."], 1, [1])
+    assert (e.guid, e.fields, e.candidates, e.label, e.gold) == (
+        "4",
+        {"premise": "P.", "question": "cause"},
+        ["A.", "B."],
+        1,
+        [1],
+    )
     with pytest.raises(DataError, match=r"data\.jsonl:1: label 2 is not one of \[0, 1\]"):
         READERS["copa"](jsonl(tmp_path, dict(record, label=2)), None)
 
@@ -201,17 +221,28 @@ def test_copa_candidates(tmp_path):
 def test_record_inclusive_spans_and_gold(tmp_path):
     text = "Rome and Paris met Rome.\n@highlight\nParis wins"
     entities = [{"start": 0, "end": 3}, {"start": 9, "end": 13}, {"start": 19, "end": 22}, {"start": 36, "end": 40}]
-    record = {"idx": 1, "passage": {"text": text, "entities": entities}, "qas": [
-        {"query": "Fans in @placeholder cheered.", "idx": 9,
-         "answers": [{"start": 9, "end": 13, "text": "Paris"}, {"start": 36, "end": 40, "text": "Paris"}]},
-        {"query": "@placeholder lost", "idx": 10, "answers": [{"start": 0, "end": 1, "text": "Ro"}]},
-        {"query": "@placeholder?", "idx": 11},
-    ]}
+    record = {
+        "idx": 1,
+        "passage": {"text": text, "entities": entities},
+        "qas": [
+            {
+                "query": "Fans in @placeholder cheered.",
+                "idx": 9,
+                "answers": [{"start": 9, "end": 13, "text": "Paris"}, {"start": 36, "end": 40, "text": "Paris"}],
+            },
+            {"query": "@placeholder lost", "idx": 10, "answers": [{"start": 0, "end": 1, "text": "Ro"}]},
+            {"query": "@placeholder?", "idx": 11},
+        ],
+    }
     first, nomatch, unlabeled = READERS["record"](jsonl(tmp_path, record), None)
     assert first.candidates == ["Rome", "Paris"]
     assert (first.guid, first.answers, first.gold, first.label) == ("9", ["Paris"], [1], 1)
-    assert first.fields == {"passage": "Rome and Paris met Rome.\n- Paris wins", "query": "Fans in @placeholder cheered.",
-                            "query_before": "Fans in", "query_after": " cheered."}
+    assert first.fields == {
+        "passage": "Rome and Paris met Rome.\n- Paris wins",
+        "query": "Fans in @placeholder cheered.",
+        "query_before": "Fans in",
+        "query_after": " cheered.",
+    }
     assert (nomatch.answers, nomatch.gold, nomatch.label) == (["Ro"], [], None)
     assert (unlabeled.answers, unlabeled.gold, unlabeled.label) == (None, None, None)
     assert nomatch.fields["query_before"] == "" and nomatch.fields["query_after"] == " lost"
@@ -235,7 +266,15 @@ def test_conll_iob1_to_iob2(tmp_path):
     assert first.tokens == ["Ann", "Lee", "saw", "Rome", "Paris", "Acme", "Oslo"]
     assert first.tags == ["B-PER", "I-PER", "O", "B-LOC", "B-LOC", "B-ORG", "B-LOC"]
     assert (first.guid, first.fields, second.guid, second.tags) == ("3", {}, "14", ["O"])
-    assert READERS["conll"](path, None, tag_column=2)[0].tags == ["B-NP", "I-NP", "B-VP", "B-NP", "I-NP", "I-NP", "I-NP"]
+    assert READERS["conll"](path, None, tag_column=2)[0].tags == [
+        "B-NP",
+        "I-NP",
+        "B-VP",
+        "B-NP",
+        "I-NP",
+        "I-NP",
+        "I-NP",
+    ]
 
 
 @pytest.mark.parametrize(
@@ -243,17 +282,32 @@ def test_conll_iob1_to_iob2(tmp_path):
     [
         ("rte", ['{"premise": "a", "hypothesis": "b"}', '{"premise": "a",'], r"data\.jsonl:2: malformed JSON"),
         ("rte", ['{"premise": "a", "label": "entailment"}'], r"data\.jsonl:1: missing key 'hypothesis'"),
-        ("rte", ['{"premise": "a", "hypothesis": "b", "label": "maybe"}'],
-         r"data\.jsonl:1: label 'maybe' is not one of \['entailment', 'not_entailment'\]"),
+        (
+            "rte",
+            ['{"premise": "a", "hypothesis": "b", "label": "maybe"}'],
+            r"data\.jsonl:1: label 'maybe' is not one of \['entailment', 'not_entailment'\]",
+        ),
         ("wsc", ['{"text": "a b", "label": true}'], r"data\.jsonl:1: missing key 'target'"),
-        ("multirc", ['{"passage": {"text": "t", "questions": [{"question": "q", "answers": [{"idx": 1}]}]}}'],
-         r"data\.jsonl:1: missing key 'passage\.questions\[0\]\.answers\[0\]\.text'"),
-        ("multirc", ['{"passage": {"text": "t", "questions": [{"question": "q", "answers": [{"text": "x", "label": 2}]}]}}'],
-         r"data\.jsonl:1: label '2' is not one of \['False', 'True'\]"),
-        ("record", ['{"passage": {"text": "ab", "entities": [{"start": 0, "end": 2}]}, "qas": []}'],
-         r"data\.jsonl:1: entity span \[0, 2\] is outside the passage"),
-        ("record", ['{"passage": {"text": "ab", "entities": []}, "qas": [{"query": "no slot"}]}'],
-         r"data\.jsonl:1: qas\[0\]\.query has no @placeholder"),
+        (
+            "multirc",
+            ['{"passage": {"text": "t", "questions": [{"question": "q", "answers": [{"idx": 1}]}]}}'],
+            r"data\.jsonl:1: missing key 'passage\.questions\[0\]\.answers\[0\]\.text'",
+        ),
+        (
+            "multirc",
+            ['{"passage": {"text": "t", "questions": [{"question": "q", "answers": [{"text": "x", "label": 2}]}]}}'],
+            r"data\.jsonl:1: label '2' is not one of \['False', 'True'\]",
+        ),
+        (
+            "record",
+            ['{"passage": {"text": "ab", "entities": [{"start": 0, "end": 2}]}, "qas": []}'],
+            r"data\.jsonl:1: entity span \[0, 2\] is outside the passage",
+        ),
+        (
+            "record",
+            ['{"passage": {"text": "ab", "entities": []}, "qas": [{"query": "no slot"}]}'],
+            r"data\.jsonl:1: qas\[0\]\.query has no @placeholder",
+        ),
     ],
 )
 def test_jsonl_errors_name_file_and_line(tmp_path, task, lines, message):

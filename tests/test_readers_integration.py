@@ -15,8 +15,14 @@ pytestmark = [
 ]
 
 FOLDERS = {
-    "boolq": "BoolQ", "cb": "CB", "copa": "COPA", "rte": "RTE", "wic": "WiC",
-    "wsc": "WSC", "multirc": "MultiRC", "record": "ReCoRD",
+    "boolq": "BoolQ",
+    "cb": "CB",
+    "copa": "COPA",
+    "rte": "RTE",
+    "wic": "WiC",
+    "wsc": "WSC",
+    "multirc": "MultiRC",
+    "record": "ReCoRD",
 }
 NER = ["O"] + [f"{p}-{t}" for t in ("PER", "LOC", "ORG", "MISC") for p in "BI"]
 

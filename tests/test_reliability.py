@@ -420,11 +420,15 @@ def test_secret_names_and_redaction():
     from promptscale.results import REDACTED, is_secret_name, redact, secret_values
 
     assert all(map(is_secret_name, ["api_key", "HF_TOKEN", "WANDB_API_KEY", "db.password", "AWS_SECRET_ACCESS_KEY"]))
-    assert not any(map(is_secret_name, ["tokenizer", "max_tokens", "TOKENIZERS_PARALLELISM", "keep_checkpoint", "monkey"]))
+    assert not any(
+        map(is_secret_name, ["tokenizer", "max_tokens", "TOKENIZERS_PARALLELISM", "keep_checkpoint", "monkey"])
+    )
     env = {"HF_TOKEN": "hf_abcdefghijkl", "WANDB_API_KEY": "short", "HOME": "/home/someone"}
     config = {"model": {"arch_kwargs": {"api_key": "sk-0123456789"}}, "tokenizer": "bpe-tokenizer"}
     assert secret_values(env, config) == ["hf_abcdefghijkl", "sk-0123456789"]
-    out = redact({"a": ["x/hf_abcdefghijkl/y", 3, None], "password": "hunter22", "tokenizer": "bpe"}, ["hf_abcdefghijkl"])
+    out = redact(
+        {"a": ["x/hf_abcdefghijkl/y", 3, None], "password": "hunter22", "tokenizer": "bpe"}, ["hf_abcdefghijkl"]
+    )
     assert out == {"a": [f"x/{REDACTED}/y", 3, None], "password": REDACTED, "tokenizer": "bpe"}
 
 
@@ -438,7 +442,11 @@ def test_secrets_appear_in_nothing_written(sample_data, tmp_path, monkeypatch):
     shutil.copytree(sample_data, data_dir)
     monkeypatch.setattr(sys, "argv", ["promptscale-train", f"data.dir={data_dir}", f"+x={api_key}"])
     out_dir = tmp_path / "run"
-    overrides = [o for o in RESUME if o != "logger=none"] + ["logger=wandb", "trainer.max_steps=2", "checkpoint_every_n_steps=1"]
+    overrides = [o for o in RESUME if o != "logger=none"] + [
+        "logger=wandb",
+        "trainer.max_steps=2",
+        "checkpoint_every_n_steps=1",
+    ]
     record = run_in_process(overrides, out_dir, data_dir)
     assert record["config"]["data"]["dir"] == str(tmp_path / "data-<redacted>")
     assert list(out_dir.glob("checkpoints/*.ckpt")) and list(out_dir.glob("wandb/offline-run-*/*.wandb"))

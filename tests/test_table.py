@@ -253,6 +253,8 @@ def test_wandb_offline_log_is_read_and_the_table_is_logged(tmp_path, monkeypatch
     assert summary["table/small"]["_type"] == "table-file" and summary["table/small"]["nrows"] == 2
     from wandb.proto import wandb_internal_pb2 as pb
 
-    runs = [pb.Record.FromString(raw).run for raw in _wandb_log_records(log) if pb.Record.FromString(raw).HasField("run")]
+    runs = [
+        pb.Record.FromString(raw).run for raw in _wandb_log_records(log) if pb.Record.FromString(raw).HasField("run")
+    ]
     assert runs[0].run_group == "unit" and runs[0].job_type == "table"
     assert read_wandb_runs(out / "wandb") == []  # the table run is no training run

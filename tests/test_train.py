@@ -259,7 +259,9 @@ def test_candidate_scores_match_hand_computation(sample_data, model, method, ver
         overrides += ["task.verbalizer.entailment='yes indeed'", "method.score=mean"]
     cfg, data, module = build(overrides, sample_data)
     tok = module.backbone.tokenizer
-    lengths = [len(tok(" " + cfg.task.verbalizer[label], add_special_tokens=False)["input_ids"]) for label in cfg.task.labels]
+    lengths = [
+        len(tok(" " + cfg.task.verbalizer[label], add_special_tokens=False)["input_ids"]) for label in cfg.task.labels
+    ]
     assert max(lengths) > 1 if verbalizer == "multi" else max(lengths) == 1
     batch = next(iter(data.val_dataloader()))
     n_labels = len(cfg.task.labels)
@@ -285,7 +287,13 @@ def test_checkpoint_round_trip(train, sample_data, tmp_path, task, model):
     from promptscale.methods.prompt_tuning import PromptTuning
     from promptscale.models import load_backbone
 
-    overrides = [f"task={task}", f"model={model}", "method=prompt_tuning", "method.prompt_length=4", "trainer.max_steps=3"]
+    overrides = [
+        f"task={task}",
+        f"model={model}",
+        "method=prompt_tuning",
+        "method.prompt_length=4",
+        "trainer.max_steps=3",
+    ]
     rec = Recorder()
     train(overrides, tmp_path, callbacks=[rec])
     path = tmp_path / "trained.ckpt"
@@ -343,7 +351,16 @@ def test_tokenization_cache_is_reused(sample_data, tmp_path, monkeypatch):
     assert sorted(cache.glob("*.arrow")) == files and [f.stat().st_mtime_ns for f in files] == mtimes
 
     # anything that decides the ids is in the key: another max_length encodes again
-    other = compose([*FAST, f"data.dir={sample_data}", "task=rte", "model=tiny-gpt2", f"data.cache_dir={cache}", "data.max_length=200"])
+    other = compose(
+        [
+            *FAST,
+            f"data.dir={sample_data}",
+            "task=rte",
+            "model=tiny-gpt2",
+            f"data.cache_dir={cache}",
+            "data.max_length=200",
+        ]
+    )
     with pytest.raises(Exception, match="encoded again"):
         datamodule(other).setup()
 
@@ -355,11 +372,22 @@ def test_multirun_two_jobs_one_results_file(sample_data, tmp_path):
     sweep = tmp_path / "sweep"
     proc = subprocess.run(
         [
-            TRAIN_CLI, "--multirun", "method=finetune,prompt_tuning", f"data.dir={sample_data}", "logger=none",
-            "trainer.max_steps=2", "trainer.enable_progress_bar=false", "data.train_size=8", "data.eval_size=8",
+            TRAIN_CLI,
+            "--multirun",
+            "method=finetune,prompt_tuning",
+            f"data.dir={sample_data}",
+            "logger=none",
+            "trainer.max_steps=2",
+            "trainer.enable_progress_bar=false",
+            "data.train_size=8",
+            "data.eval_size=8",
             f"hydra.sweep.dir={sweep}",
         ],
-        cwd=tmp_path, env=os.environ.copy(), capture_output=True, text=True, timeout=300,
+        cwd=tmp_path,
+        env=os.environ.copy(),
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
     lines = (sweep / "results.jsonl").read_text().splitlines()

@@ -68,6 +68,8 @@ def prompt_tokens(seq_len: int) -> int:
 
 def method_overrides(method: str, seq_len: int) -> list[str]:
     return [o.format(p=prompt_tokens(seq_len)) for o in METHODS[method]]
+
+
 QUICK_METHODS = ["finetune", "prompt_tuning", "prefix_tuning", "lora"]
 FROZEN_BACKBONE = {"prompt_tuning", "prefix_tuning", "ptuning", "ptuning_v2", "adapter", "lora"}
 PROMPT_METHODS = ["prompt_tuning", "prefix_tuning", "ptuning", "ptuning_v2"]
@@ -182,7 +184,7 @@ class PeakMemory:
         self._thread = None
         self._sampled = 0
 
-    def start(self) -> "PeakMemory":
+    def start(self) -> PeakMemory:
         release_memory()
         if self.device.type == "cuda":
             sync(self.device)
@@ -284,7 +286,9 @@ def fixed_length_data(cfg, backbone, seq_len: int):
         if width == seq_len:
             virtual = (batch["input_ids"] == VIRTUAL_ID).sum(1)
             if not torch.all(virtual == cfg.task.template.count(VIRTUAL_TOKEN)):
-                raise SystemExit(f"bench: {seq_len} tokens leave no room for the task's words beside P-Tuning's [P]s; use a larger --seq-len")
+                raise SystemExit(
+                    f"bench: {seq_len} tokens leave no room for the task's words beside P-Tuning's [P]s; use a larger --seq-len"
+                )
             return data, batch
         cfg.data.max_length += seq_len - width
     raise RuntimeError(f"bench: could not collate batches of exactly {seq_len} tokens (got {width})")
@@ -409,11 +413,16 @@ def build_reference(cfg, tokenizer, device: torch.device):
             what = f"PEFT PromptTuningConfig({hp.prompt_length} tokens)"
         elif name == "prefix_tuning":
             config = peft.PrefixTuningConfig(
-                task_type=causal, num_virtual_tokens=hp.prompt_length, prefix_projection=True, encoder_hidden_size=hp.reparam_hidden
+                task_type=causal,
+                num_virtual_tokens=hp.prompt_length,
+                prefix_projection=True,
+                encoder_hidden_size=hp.reparam_hidden,
             )
             what = f"PEFT PrefixTuningConfig({hp.prompt_length} tokens, MLP {hp.reparam_hidden})"
         elif name == "ptuning_v2":
-            config = peft.PrefixTuningConfig(task_type=causal, num_virtual_tokens=hp.prompt_length, prefix_projection=False)
+            config = peft.PrefixTuningConfig(
+                task_type=causal, num_virtual_tokens=hp.prompt_length, prefix_projection=False
+            )
             what = f"PEFT PrefixTuningConfig({hp.prompt_length} tokens, no projection)"
         elif name == "ptuning":
             config = peft.PromptEncoderConfig(
@@ -585,7 +594,10 @@ def bench_method(args, model_name: str, method: str, data_root: Path, cache_dir:
     )
     missed = result.ratio > 1 + result.noise
     if args.profile and (missed or method == args.profile_method):
-        log(f"{method}: profiling one step of each side" + (f" (ratio {result.ratio:.2f} > 1 + noise)" if missed else ""))
+        log(
+            f"{method}: profiling one step of each side"
+            + (f" (ratio {result.ratio:.2f} > 1 + noise)" if missed else "")
+        )
         result.profile["ours"] = profile_ops(our, device)
         result.profile["ref"] = profile_ops(ref, device)
     if result.data_share > DATA_SHARE_TARGET and args.profile:
@@ -785,16 +797,26 @@ def bench_cold_start(args, model_name: str, samples: Path, tmp: Path) -> list[tu
         step_runs.append(
             run(
                 [
-                    f"model={model_name}", "method=prompt_tuning", "task=rte", f"data.dir={samples}",
-                    "data.train_size=8", "data.eval_size=8", "trainer.max_steps=1", "logger=none",
-                    "trainer.enable_progress_bar=false", f"hydra.run.dir={tmp / f'cold-{i}'}",
+                    f"model={model_name}",
+                    "method=prompt_tuning",
+                    "task=rte",
+                    f"data.dir={samples}",
+                    "data.train_size=8",
+                    "data.eval_size=8",
+                    "trainer.max_steps=1",
+                    "logger=none",
+                    "trainer.enable_progress_bar=false",
+                    f"hydra.run.dir={tmp / f'cold-{i}'}",
                     f"data.cache_dir={tmp / f'cold-tokens-{i}'}",
                 ]
             )  # fmt: skip
         )
     return [
         (f"`promptscale-train --help` (median of {args.cold_repeats})", help_s),
-        (f"`promptscale-train` 1 step + eval of 8 ({model_name}, prompt_tuning, logger=none, fresh tokenization)", step_runs[0]),
+        (
+            f"`promptscale-train` 1 step + eval of 8 ({model_name}, prompt_tuning, logger=none, fresh tokenization)",
+            step_runs[0],
+        ),
     ]
 
 
@@ -866,8 +888,15 @@ def model_section(model_name: str, results: list[MethodResult], floor: dict, arg
     lines += ["", "### The other side of each pair", ""]
     rows = [
         [
-            r.method, r.reference, r.optimizer, f"{r.ref_s / forward:.2f}", mib(r.ref_memory), num(r.ref_trainable),
-            num(r.ref_opt_bytes), r.ckpt["holds"], num(r.final_ckpt["bytes"]),
+            r.method,
+            r.reference,
+            r.optimizer,
+            f"{r.ref_s / forward:.2f}",
+            mib(r.ref_memory),
+            num(r.ref_trainable),
+            num(r.ref_opt_bytes),
+            r.ckpt["holds"],
+            num(r.final_ckpt["bytes"]),
         ]  # fmt: skip
         for r in results
     ]
@@ -914,7 +943,9 @@ def targets_section(results: list[MethodResult]) -> list[str]:
                 else f"– ({r.ckpt['holds']})",
             ]
         )
-    lines += table(["method", "step ≤ reference", "data path < 5% of a step", "checkpoint = trainable params only"], rows)
+    lines += table(
+        ["method", "step ≤ reference", "data path < 5% of a step", "checkpoint = trainable params only"], rows
+    )
     lines += [
         "",
         f"Noise: half the spread of the per-pair ratios, at least ±{MIN_NOISE:.2f}. The checkpoint target is for the "
@@ -935,9 +966,17 @@ def profile_section(r: MethodResult, top: int = 8) -> list[str]:
             f"adds overhead): promptscale {total_ours:.0f} ms, reference {total_ref:.0f} ms.",
             "",
         ]
-        names = sorted(set(ours) | set(ref), key=lambda n: max(ours.get(n, (0, 0))[0], ref.get(n, (0, 0))[0]), reverse=True)
+        names = sorted(
+            set(ours) | set(ref), key=lambda n: max(ours.get(n, (0, 0))[0], ref.get(n, (0, 0))[0]), reverse=True
+        )
         rows = [
-            [f"`{n}`", f"{ours.get(n, (0, 0))[0]:.1f}", str(ours.get(n, (0, 0))[1]), f"{ref.get(n, (0, 0))[0]:.1f}", str(ref.get(n, (0, 0))[1])]
+            [
+                f"`{n}`",
+                f"{ours.get(n, (0, 0))[0]:.1f}",
+                str(ours.get(n, (0, 0))[1]),
+                f"{ref.get(n, (0, 0))[0]:.1f}",
+                str(ref.get(n, (0, 0))[1]),
+            ]
             for n in names[:top]
         ]
         lines += table(["op", "promptscale ms", "calls", "reference ms", "calls"], rows)
@@ -970,11 +1009,26 @@ def icl_section(model_name: str, icl: dict) -> list[str]:
         "",
     ]
     lines += table(
-        ["model", "eval examples", "demo tokens", "mean query tokens", "cached s", "full prompt s", "speedup", "identical predictions"],
+        [
+            "model",
+            "eval examples",
+            "demo tokens",
+            "mean query tokens",
+            "cached s",
+            "full prompt s",
+            "speedup",
+            "identical predictions",
+        ],
         [
             [
-                model_name, str(icl["examples"]), str(icl["demo_tokens"]), f"{icl['query_tokens']:.1f}", f"{icl['cached_s']:.4f}",
-                f"{icl['full_s']:.4f}", f"{icl['full_s'] / icl['cached_s']:.2f}", "yes" if icl["identical"] else "no",
+                model_name,
+                str(icl["examples"]),
+                str(icl["demo_tokens"]),
+                f"{icl['query_tokens']:.1f}",
+                f"{icl['cached_s']:.4f}",
+                f"{icl['full_s']:.4f}",
+                f"{icl['full_s'] / icl['cached_s']:.2f}",
+                "yes" if icl["identical"] else "no",
             ]  # fmt: skip
         ],
     )
@@ -993,11 +1047,26 @@ def sweep_section(model_name: str, sweep: dict) -> list[str]:
     ]
     runs = len(sweep["lengths"])
     lines += table(
-        ["model", "runs", "load per run s", "one backbone s", "saved s", "saved", "one load s", "loads avoided × one load s"],
+        [
+            "model",
+            "runs",
+            "load per run s",
+            "one backbone s",
+            "saved s",
+            "saved",
+            "one load s",
+            "loads avoided × one load s",
+        ],
         [
             [
-                model_name, str(runs), f"{sweep['separate_s']:.3f}", f"{sweep['reused_s']:.3f}", f"{saved:.3f}",
-                f"{saved / sweep['separate_s']:.1%}", f"{sweep['load_s']:.3f}", f"{(runs - 1) * sweep['load_s']:.3f}",
+                model_name,
+                str(runs),
+                f"{sweep['separate_s']:.3f}",
+                f"{sweep['reused_s']:.3f}",
+                f"{saved:.3f}",
+                f"{saved / sweep['separate_s']:.1%}",
+                f"{sweep['load_s']:.3f}",
+                f"{(runs - 1) * sweep['load_s']:.3f}",
             ]  # fmt: skip
         ],
     )
@@ -1026,19 +1095,27 @@ def render(sections: list[list[str]], header: list[str]) -> str:
 def parse_args(argv: list[str] | None):
     parser = argparse.ArgumentParser(prog="python -m promptscale.bench", description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, default=Path("BENCHMARKS.md"))
-    parser.add_argument("--model", action="append", help="model config name (repeat for one table each); default smollm2-135m")
+    parser.add_argument(
+        "--model", action="append", help="model config name (repeat for one table each); default smollm2-135m"
+    )
     parser.add_argument("--methods", help="comma-separated subset of " + ",".join(METHODS))
     parser.add_argument("--batch-size", type=int)
     parser.add_argument("--seq-len", type=int)
     parser.add_argument("--pairs", type=int, help="alternating (promptscale, reference) timed pairs")
     parser.add_argument("--warmup", type=int, help="untimed steps of each side first (>= 1)")
     parser.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
-    parser.add_argument("--dtype", choices=["auto", "fp32", "bf16"], default="auto", help="auto: bf16 autocast on a GPU, fp32 on CPU")
+    parser.add_argument(
+        "--dtype", choices=["auto", "fp32", "bf16"], default="auto", help="auto: bf16 autocast on a GPU, fp32 on CPU"
+    )
     parser.add_argument("--threads", type=int, help="torch intra-op threads (default: torch's; --quick: 1)")
     parser.add_argument("--no-profile", dest="profile", action="store_false", help="skip the profiles")
-    parser.add_argument("--profile-method", default="prompt_tuning", help="also profile this method's step when it meets its target")
+    parser.add_argument(
+        "--profile-method", default="prompt_tuning", help="also profile this method's step when it meets its target"
+    )
     parser.add_argument("--skip", default="", help="comma-separated parts to skip: icl,sweep,cold")
-    parser.add_argument("--quick", action="store_true", help="smoke run: tiny-gpt2, batch 2, 32 tokens, 1 pair, 4 methods")
+    parser.add_argument(
+        "--quick", action="store_true", help="smoke run: tiny-gpt2, batch 2, 32 tokens, 1 pair, 4 methods"
+    )
     args = parser.parse_args(argv)
     shown, skip_next = [], False
     for arg in sys.argv[1:] if argv is None else argv:  # the command line, for the report (not --out)
@@ -1096,7 +1173,9 @@ def _run(args) -> Path:
 def _bench(args) -> Path:
     from promptscale.data.samples import write_samples
 
-    device = torch.device("cuda" if args.device == "cuda" or (args.device == "auto" and torch.cuda.is_available()) else "cpu")
+    device = torch.device(
+        "cuda" if args.device == "cuda" or (args.device == "auto" and torch.cuda.is_available()) else "cpu"
+    )
     dtype = ("bf16" if device.type == "cuda" else "fp32") if args.dtype == "auto" else args.dtype
     load = load_average()
     started = time.perf_counter()
@@ -1113,16 +1192,28 @@ def _bench(args) -> Path:
             for method in args.methods:
                 log(f"{model_name}: {method}")
                 result = bench_method(args, model_name, method, data_root, cache_dir, device, dtype)
-                log(f"{model_name}: {method}: promptscale {result.ours_s:.4f} s, reference {result.ref_s:.4f} s, ratio {result.ratio:.2f}")
+                log(
+                    f"{model_name}: {method}: promptscale {result.ours_s:.4f} s, reference {result.ref_s:.4f} s, ratio {result.ratio:.2f}"
+                )
                 results.append(result)
-            sections.append(model_section(model_name, results, floor, args, torch.cuda.get_device_name(device) if device.type == "cuda" else None))
+            sections.append(
+                model_section(
+                    model_name,
+                    results,
+                    floor,
+                    args,
+                    torch.cuda.get_device_name(device) if device.type == "cuda" else None,
+                )
+            )
         model_name = args.models[0]
         if "icl" not in args.skip:
             log(f"{model_name}: in-context learning")
             sections.append(icl_section(model_name, bench_icl(args, model_name, samples, cache_dir, device, dtype)))
         if "sweep" not in args.skip:
             log(f"{model_name}: prompt-length sweep")
-            sections.append(sweep_section(model_name, bench_sweep(args, model_name, data_root, cache_dir, device, dtype)))
+            sections.append(
+                sweep_section(model_name, bench_sweep(args, model_name, data_root, cache_dir, device, dtype))
+            )
         if "cold" not in args.skip:
             log("cold start")
             sections.append(cold_section(bench_cold_start(args, model_name, samples, tmp)))

@@ -296,7 +296,11 @@ METHOD_SCHEMAS = {
     "icl": ICLConfig,
     "cot": CoTConfig,
     "pet": PETConfig,
-    "finetune": FinetuneConfig, "prompt_tuning": PromptTuningConfig, "adapter": AdapterConfig, "lora": LoRAConfig}
+    "finetune": FinetuneConfig,
+    "prompt_tuning": PromptTuningConfig,
+    "adapter": AdapterConfig,
+    "lora": LoRAConfig,
+}
 
 
 def register_configs() -> None:
@@ -331,7 +335,9 @@ def validate(cfg) -> None:
     if method.lr <= 0:
         raise ConfigError(f"method.lr must be > 0, got {method.lr}")
     if cfg.checkpoint_every_n_steps < 0:
-        raise ConfigError(f"checkpoint_every_n_steps must be >= 0 (0: only on SIGTERM), got {cfg.checkpoint_every_n_steps}")
+        raise ConfigError(
+            f"checkpoint_every_n_steps must be >= 0 (0: only on SIGTERM), got {cfg.checkpoint_every_n_steps}"
+        )
     if task.kind == "classification":
         missing = [label for label in task.labels if label not in task.verbalizer]
         if not task.labels or missing:
@@ -339,4 +345,6 @@ def validate(cfg) -> None:
     method_class(method.name).check_supported(cfg)
     method_class(method.name).apply_to_task(cfg)
     if "[MASK]" in task.template and model.family != "encoder":
-        raise ConfigError(f"task {task.name}: a [MASK] slot inside the template is for masked LMs, not {model.family} models")
+        raise ConfigError(
+            f"task {task.name}: a [MASK] slot inside the template is for masked LMs, not {model.family} models"
+        )

@@ -205,9 +205,7 @@ def build_metrics(names: list[str], num_labels: int | None) -> MetricCollection:
         elif name == "entity_f1":
             metrics[name] = EntityF1()
         else:
-            raise ConfigError(
-                f"unknown metric {name!r}; known: accuracy, f1_macro, multirc, record, entity_f1"
-            )
+            raise ConfigError(f"unknown metric {name!r}; known: accuracy, f1_macro, multirc, record, entity_f1")
     return MetricCollection(metrics)
 
 

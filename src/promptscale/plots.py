@@ -139,7 +139,8 @@ def prompt_length_figure(runs: list[Run]) -> Figure | None:
     """Score against prompt length, one line per model (and method variant, if several)."""
     runs = _varying(
         [r for r in runs if isinstance(r.prompt_length, (int, float))],
-        lambda r: (r.model, r.variant("prompt_length")), lambda r: r.prompt_length,
+        lambda r: (r.model, r.variant("prompt_length")),
+        lambda r: r.prompt_length,
     )
     panels = [(t, rs) for t, rs in _panels(runs) if len({r.prompt_length for r in rs}) > 1]
     if not panels:

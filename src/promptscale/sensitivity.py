@@ -25,7 +25,10 @@ def sensitivity_rows(records: list[dict]) -> list[list[str]]:
     for key in sorted(groups, key=str):
         scores = list(groups[key].values())
         std = statistics.stdev(scores) if len(scores) > 1 else 0.0
-        rows.append([*map(str, key), str(len(scores))] + [f"{v:.1f}" for v in (statistics.fmean(scores), std, min(scores), max(scores))])
+        rows.append(
+            [*map(str, key), str(len(scores))]
+            + [f"{v:.1f}" for v in (statistics.fmean(scores), std, min(scores), max(scores))]
+        )
     return rows
 
 

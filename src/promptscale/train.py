@@ -24,7 +24,7 @@ from promptscale import __version__
 from promptscale.config import register_configs, validate
 from promptscale.errors import PromptscaleError
 
-CONF_DIR = str(Path(__file__).resolve().parents[2] / "conf")
+CONF_DIR = str(Path(__file__).resolve().parent / "conf")  # shipped inside the package
 register_configs()
 
 
@@ -95,7 +95,10 @@ def _redacted_argv(secrets: list[str]):
 
 def _say_tracking_failed(what: str, err: BaseException) -> None:
     message = " ".join(f"{type(err).__name__}: {err}".split())
-    print(f"promptscale: W&B {what} ({message}); the run goes on, its result goes to the local results store", file=sys.stderr)
+    print(
+        f"promptscale: W&B {what} ({message}); the run goes on, its result goes to the local results store",
+        file=sys.stderr,
+    )
 
 
 def make_logger(cfg, out_dir: Path, config: dict, secrets: list[str] | None = None):
@@ -172,7 +175,7 @@ def make_logger(cfg, out_dir: Path, config: dict, secrets: list[str] | None = No
                 config=redact(config, secrets),
             )
             with _redacted_argv(secrets):
-                logger.experiment  # start now, so a failure is caught here and not mid-training
+                _ = logger.experiment  # start now, so a failure is caught here and not mid-training
             return logger
         except Exception as err:  # noqa: BLE001 - tracking must never cost a run
             _say_tracking_failed(f"could not start; logging to CSV in {out_dir} instead", err)
@@ -310,8 +313,12 @@ def _train(
             logger.finish(exit_code=1)
         if not isinstance(err, SIGTERMException):
             raise
-        saved = f"resume checkpoint at step {resume.saved_step}: {checkpoint}" if checkpoint.is_file() else "no checkpoint"
-        raise Preempted(f"stopped by SIGTERM at step {trainer.global_step}; {saved}; the same command resumes it") from None
+        saved = (
+            f"resume checkpoint at step {resume.saved_step}: {checkpoint}" if checkpoint.is_file() else "no checkpoint"
+        )
+        raise Preempted(
+            f"stopped by SIGTERM at step {trainer.global_step}; {saved}; the same command resumes it"
+        ) from None
     metrics = {k.removeprefix("eval/"): float(v) for k, v in results[0].items()}
 
     from promptscale.metrics import task_score
@@ -330,7 +337,9 @@ def _train(
         "device": "cuda" if torch.cuda.is_available() else "cpu",
     }
     if logger is not None:
-        logger.log_metrics({k: record[k] for k in ("trainable_params", "total_params", "wall_time_s", "peak_memory_bytes", "score")})
+        logger.log_metrics(
+            {k: record[k] for k in ("trainable_params", "total_params", "wall_time_s", "peak_memory_bytes", "score")}
+        )
         if hasattr(logger, "finish"):  # W&B
             logger.finish()
         else:
@@ -357,7 +366,7 @@ _task_started = False  # past composition: errors from here on are the run's own
 
 
 def sweep_position(hydra_cfg) -> str:
-    """"sweep run i of N: <this job's overrides>" (N from the sweep's own lists: the experiment's
+    """ "sweep run i of N: <this job's overrides>" (N from the sweep's own lists: the experiment's
     ``hydra.sweeper.params`` and the command line's comma lists)."""
     from hydra.core.override_parser.overrides_parser import OverridesParser
 

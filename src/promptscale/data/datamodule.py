@@ -25,7 +25,9 @@ def _hub_export(task, split: str) -> Path:
     import datasets
 
     if not task.hub.path:
-        raise ConfigError(f"task {task.name}: set data.dir (or PROMPTSCALE_DATA_DIR); it has no hub copy in its reader's layout")
+        raise ConfigError(
+            f"task {task.name}: set data.dir (or PROMPTSCALE_DATA_DIR); it has no hub copy in its reader's layout"
+        )
     hub_split = task.hub.splits.get(split, split)
     target = cache_root() / "hub" / fingerprint([task.hub.path, task.hub.name, hub_split]) / task.files[split]
     if not target.exists():

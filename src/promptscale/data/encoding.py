@@ -186,7 +186,9 @@ class Collator:
         width = max(len(p) for p in slot_pos)
         batch = self._inputs(seqs)
         batch["slot_pos"] = _pad(slot_pos, 0)
-        batch.update(self._candidates(rows, (lambda b, c: row_ids[b, 0]) if single else (lambda b, c: row_ids[b, c]), width))
+        batch.update(
+            self._candidates(rows, (lambda b, c: row_ids[b, 0]) if single else (lambda b, c: row_ids[b, c]), width)
+        )
         batch["labels"] = self._labels(rows)
         return batch
 

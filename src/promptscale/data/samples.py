@@ -25,16 +25,28 @@ PEOPLE = WOMEN + MEN
 SURNAMES = ["Silva", "Novak", "Okafor", "Lindqvist", "Moreau", "Tanaka", "Haddad", "Kowalski", "Rossi", "Mensah"]
 CITIES = ["Lisbon", "Oslo", "Nairobi", "Lima", "Hanoi", "Perth", "Quito", "Dublin", "Kyoto", "Tunis", "Bergen", "Porto"]
 ORGS = [
-    "Northwind Bank", "Bluepeak Labs", "Redriver Foods", "Silverline Rail",
-    "Greenfield Press", "Ironoak Motors", "Brightwater Energy", "Stonebridge Media",
+    "Northwind Bank",
+    "Bluepeak Labs",
+    "Redriver Foods",
+    "Silverline Rail",
+    "Greenfield Press",
+    "Ironoak Motors",
+    "Brightwater Energy",
+    "Stonebridge Media",
 ]
 NATIONALITIES = ["Portuguese", "Norwegian", "Kenyan", "Peruvian", "Irish", "Japanese"]
 OBJECTS = ["book", "lamp", "bicycle", "guitar", "camera", "kettle", "umbrella", "painting", "clock", "backpack"]
 COLORS = ["red", "blue", "green", "yellow", "black", "white"]
 DAYS = ["Monday", "Tuesday", "Wednesday", "Thursday", "Friday", "Saturday", "Sunday"]
 VERBS = {  # past -> base
-    "bought": "buy", "sold": "sell", "repaired": "repair", "borrowed": "borrow",
-    "painted": "paint", "found": "find", "lost": "lose", "cleaned": "clean",
+    "bought": "buy",
+    "sold": "sell",
+    "repaired": "repair",
+    "borrowed": "borrow",
+    "painted": "paint",
+    "found": "find",
+    "lost": "lose",
+    "cleaned": "clean",
 }
 PRODUCTS = ["bread", "bicycles", "solar panels", "newspapers", "trains", "software", "furniture", "tea"]
 JOBS = ["teacher", "nurse", "baker", "engineer", "pilot", "librarian", "gardener", "chef"]
@@ -69,11 +81,19 @@ COPA_PAIRS = [
 # word -> two senses, each a list of sentence templates containing the word as written
 WIC_SENSES = {
     "bank": (
-        ["{p} sat on the bank of the river.", "The boat drifted towards the muddy bank.", "Ducks rested on the grassy bank."],
+        [
+            "{p} sat on the bank of the river.",
+            "The boat drifted towards the muddy bank.",
+            "Ducks rested on the grassy bank.",
+        ],
         ["{p} opened an account at the bank.", "The bank approved the loan.", "{p} works as a clerk at the bank."],
     ),
     "bat": (
-        ["A bat flew out of the cave at dusk.", "{p} saw a bat hanging from the roof.", "The bat hunts insects at night."],
+        [
+            "A bat flew out of the cave at dusk.",
+            "{p} saw a bat hanging from the roof.",
+            "The bat hunts insects at night.",
+        ],
         ["{p} swung the bat and hit the ball.", "The wooden bat cracked.", "{p} bought a new cricket bat."],
     ),
     "light": (
@@ -82,7 +102,11 @@ WIC_SENSES = {
     ),
     "spring": (
         ["The flowers bloom in spring.", "{p} visits the mountains every spring.", "The spring was warm this year."],
-        ["A spring in the mattress was broken.", "{p} replaced the spring in the clock.", "The spring snapped under pressure."],
+        [
+            "A spring in the mattress was broken.",
+            "{p} replaced the spring in the clock.",
+            "The spring snapped under pressure.",
+        ],
     ),
     "bark": (
         ["The bark of the old oak was rough.", "{p} peeled the bark from a branch.", "Moss grew on the bark."],
@@ -98,7 +122,11 @@ WIC_SENSES = {
     ),
     "wave": (
         ["A huge wave hit the shore.", "{p} surfed the last wave of the day.", "The wave soaked the sand."],
-        ["{p} gave a friendly wave from the car.", "With a wave of the hand, she left.", "The wave from the stage was for {p}."],
+        [
+            "{p} gave a friendly wave from the car.",
+            "With a wave of the hand, she left.",
+            "The wave from the stage was for {p}.",
+        ],
     ),
     "plant": (
         ["{p} watered the plant on the desk.", "The plant needs more sunlight.", "A small plant grew in the pot."],
@@ -147,8 +175,12 @@ def _a(noun: str) -> str:
 
 def _fact(rng: random.Random) -> dict:
     return {
-        "p": rng.choice(PEOPLE), "q": rng.choice(PEOPLE), "verb": rng.choice(list(VERBS)),
-        "obj": rng.choice(OBJECTS), "color": rng.choice(COLORS), "city": rng.choice(CITIES),
+        "p": rng.choice(PEOPLE),
+        "q": rng.choice(PEOPLE),
+        "verb": rng.choice(list(VERBS)),
+        "obj": rng.choice(OBJECTS),
+        "color": rng.choice(COLORS),
+        "city": rng.choice(CITIES),
         "day": rng.choice(DAYS),
     }
 
@@ -158,19 +190,23 @@ def _premise(f: dict) -> str:
 
 
 def _entailed(rng: random.Random, f: dict) -> str:
-    return rng.choice([
-        f"{f['p']} {f['verb']} {_a(f['obj'])}.",
-        f"{f['p']} was in {f['city']} on {f['day']}.",
-        f"A {f['color']} {f['obj']} was {f['verb']} by {f['p']}.",
-    ])
+    return rng.choice(
+        [
+            f"{f['p']} {f['verb']} {_a(f['obj'])}.",
+            f"{f['p']} was in {f['city']} on {f['day']}.",
+            f"A {f['color']} {f['obj']} was {f['verb']} by {f['p']}.",
+        ]
+    )
 
 
 def _changed(rng: random.Random, f: dict) -> str:
-    return rng.choice([
-        f"{_other(rng, PEOPLE, f['p'], f['q'])} {f['verb']} {_a(f['obj'])}.",
-        f"{f['p']} was in {_other(rng, CITIES, f['city'])} on {f['day']}.",
-        f"{f['p']} {f['verb']} a {_other(rng, COLORS, f['color'])} {f['obj']}.",
-    ])
+    return rng.choice(
+        [
+            f"{_other(rng, PEOPLE, f['p'], f['q'])} {f['verb']} {_a(f['obj'])}.",
+            f"{f['p']} was in {_other(rng, CITIES, f['city'])} on {f['day']}.",
+            f"{f['p']} {f['verb']} a {_other(rng, COLORS, f['color'])} {f['obj']}.",
+        ]
+    )
 
 
 def gen_rte(rng: random.Random, i: int, label: str) -> dict:
@@ -184,15 +220,19 @@ def gen_cb(rng: random.Random, i: int, label: str) -> dict:
     if label == "entailment":
         hyp = _entailed(rng, f)
     elif label == "contradiction":
-        hyp = rng.choice([
-            f"{f['p']} did not {VERBS[f['verb']]} {_a(f['obj'])}",
-            f"{f['p']} was never in {f['city']}",
-        ])
+        hyp = rng.choice(
+            [
+                f"{f['p']} did not {VERBS[f['verb']]} {_a(f['obj'])}",
+                f"{f['p']} was never in {f['city']}",
+            ]
+        )
     else:
-        hyp = rng.choice([
-            f"{f['p']} has {_a(rng.choice(RELATIVES))} in {_other(rng, CITIES, f['city'])}",
-            f"{f['q']} owns {_a(_other(rng, OBJECTS, f['obj']))}",
-        ])
+        hyp = rng.choice(
+            [
+                f"{f['p']} has {_a(rng.choice(RELATIVES))} in {_other(rng, CITIES, f['city'])}",
+                f"{f['q']} owns {_a(_other(rng, OBJECTS, f['obj']))}",
+            ]
+        )
     return {"premise": _premise(f), "hypothesis": hyp.rstrip("."), "label": label, "idx": i}
 
 
@@ -225,8 +265,14 @@ def gen_copa(rng: random.Random, i: int, label: int) -> dict:
     choices = [right[side].format(p=p), wrong[side].format(p=p)]
     if label == 1:
         choices.reverse()
-    return {"premise": premise, "choice1": choices[0], "choice2": choices[1], "question": question,
-            "label": label, "idx": i}
+    return {
+        "premise": premise,
+        "choice1": choices[0],
+        "choice2": choices[1],
+        "question": question,
+        "label": label,
+        "idx": i,
+    }
 
 
 def gen_wic(rng: random.Random, i: int, label: bool) -> dict:
@@ -240,9 +286,18 @@ def gen_wic(rng: random.Random, i: int, label: bool) -> dict:
     p = rng.choice(PEOPLE)
     s1, s2 = t1.format(p=p), t2.format(p=_other(rng, PEOPLE, p))
     start1, start2 = (re.search(rf"\b{word}\b", s, re.IGNORECASE).start() for s in (s1, s2))
-    return {"word": word, "sentence1": s1, "sentence2": s2, "idx": i, "label": label,
-            "start1": start1, "start2": start2, "end1": start1 + len(word), "end2": start2 + len(word),
-            "version": 1.1}
+    return {
+        "word": word,
+        "sentence1": s1,
+        "sentence2": s2,
+        "idx": i,
+        "label": label,
+        "start1": start1,
+        "start2": start2,
+        "end1": start1 + len(word),
+        "end2": start2 + len(word),
+        "version": 1.1,
+    }
 
 
 def gen_wsc(rng: random.Random, i: int, label: bool) -> dict:
@@ -252,10 +307,17 @@ def gen_wsc(rng: random.Random, i: int, label: bool) -> dict:
     text = template.format(a=a, b=b, p=pronoun)
     words = text.split()
     candidate = (a, b)[referent] if label else (a, b)[1 - referent]
-    return {"text": text,
-            "target": {"span2_index": words.index(pronoun), "span1_index": words.index(candidate),
-                       "span1_text": candidate, "span2_text": pronoun},
-            "idx": i, "label": label}
+    return {
+        "text": text,
+        "target": {
+            "span2_index": words.index(pronoun),
+            "span1_index": words.index(candidate),
+            "span1_text": candidate,
+            "span2_text": pronoun,
+        },
+        "idx": i,
+        "label": label,
+    }
 
 
 def gen_multirc(rng: random.Random, i: int, n_questions: int, counter: list[int]) -> dict:
@@ -268,14 +330,22 @@ def gen_multirc(rng: random.Random, i: int, n_questions: int, counter: list[int]
         f"Last year , {p} travelled to {away} to visit {_a(relative)} .  "
     )
     pool = [
-        (f"Where does {p} live?", [city, f"In {city}"],
-         [_other(rng, CITIES, city, away), f"In {away}"]),
-        (f"Who does {p} go to {hobby} with?", [friend, f"With {friend}"],
-         [_other(rng, PEOPLE, p, friend), f"With {_a(_other(rng, RELATIVES, relative))}"]),
-        (f"What is {p}'s job?", [_a(job).capitalize(), f"{p} works as {_a(job)}"],
-         [_a(_other(rng, JOBS, job)).capitalize(), f"{p} works as {_a(_other(rng, JOBS, job))}"]),
-        (f"Why did {p} go to {away}?", [f"To visit {_a(relative)}", f"To see {_a(relative)}"],
-         [f"To work at {org}", f"To visit {friend}"]),
+        (f"Where does {p} live?", [city, f"In {city}"], [_other(rng, CITIES, city, away), f"In {away}"]),
+        (
+            f"Who does {p} go to {hobby} with?",
+            [friend, f"With {friend}"],
+            [_other(rng, PEOPLE, p, friend), f"With {_a(_other(rng, RELATIVES, relative))}"],
+        ),
+        (
+            f"What is {p}'s job?",
+            [_a(job).capitalize(), f"{p} works as {_a(job)}"],
+            [_a(_other(rng, JOBS, job)).capitalize(), f"{p} works as {_a(_other(rng, JOBS, job))}"],
+        ),
+        (
+            f"Why did {p} go to {away}?",
+            [f"To visit {_a(relative)}", f"To see {_a(relative)}"],
+            [f"To work at {org}", f"To visit {friend}"],
+        ),
     ]
     questions = []
     for qi, (question, right, wrong) in enumerate(rng.sample(pool, n_questions)):
@@ -296,11 +366,31 @@ def gen_record(rng: random.Random, i: int, counter: list[int]) -> dict:
     day = rng.choice(DAYS)
     # text pieces; (text, entity) pairs mark entity mentions
     parts: list = [
-        (home, 1), " (Newsroom) -- ", (org, 1), f" said on {day} that ", (p, 1),
-        " will lead its new office in ", (city, 1), ". ", (p, 1), " previously worked with ", (q, 1),
-        " at ", (old_org, 1), " for ten years. ", (q, 1), " called the move a great choice.",
-        "\n@highlight\n", (p, 1), " will lead the office of ", (org, 1), " in ", (city, 1),
-        "\n@highlight\n", (q, 1), " praised the decision",
+        (home, 1),
+        " (Newsroom) -- ",
+        (org, 1),
+        f" said on {day} that ",
+        (p, 1),
+        " will lead its new office in ",
+        (city, 1),
+        ". ",
+        (p, 1),
+        " previously worked with ",
+        (q, 1),
+        " at ",
+        (old_org, 1),
+        " for ten years. ",
+        (q, 1),
+        " called the move a great choice.",
+        "\n@highlight\n",
+        (p, 1),
+        " will lead the office of ",
+        (org, 1),
+        " in ",
+        (city, 1),
+        "\n@highlight\n",
+        (q, 1),
+        " praised the decision",
     ]
     text, entities = "", []
     for part in parts:
@@ -308,14 +398,19 @@ def gen_record(rng: random.Random, i: int, counter: list[int]) -> dict:
             entities.append({"start": len(text), "end": len(text) + len(part[0]) - 1})
             part = part[0]
         text += part
-    query, answer = rng.choice([
-        (f"@placeholder will move to {city} to run the new office.", p),
-        (f"Before joining {org}, {p} spent a decade at @placeholder.", old_org),
-        (f"The new office of {org} will open in @placeholder next year.", city),
-        (f"{p} was glad that @placeholder welcomed the news.", q),
-    ])
-    answers = [{"start": e["start"], "end": e["end"], "text": answer}
-               for e in entities if text[e["start"]: e["end"] + 1] == answer]
+    query, answer = rng.choice(
+        [
+            (f"@placeholder will move to {city} to run the new office.", p),
+            (f"Before joining {org}, {p} spent a decade at @placeholder.", old_org),
+            (f"The new office of {org} will open in @placeholder next year.", city),
+            (f"{p} was glad that @placeholder welcomed the news.", q),
+        ]
+    )
+    answers = [
+        {"start": e["start"], "end": e["end"], "text": answer}
+        for e in entities
+        if text[e["start"] : e["end"] + 1] == answer
+    ]
     qa = {"query": query, "answers": answers, "idx": counter[0]}
     counter[0] += 1
     return {"source": "Synthetic", "passage": {"text": text, "entities": entities}, "qas": [qa], "idx": i}
@@ -324,6 +419,7 @@ def gen_record(rng: random.Random, i: int, counter: list[int]) -> dict:
 def _labelled(gen: Callable, labels: list) -> Callable[[random.Random, int], list[dict]]:
     def make(rng: random.Random, n: int) -> list[dict]:
         return [gen(rng, i, label) for i, label in enumerate(_balanced(rng, n, labels))]
+
     return make
 
 
@@ -368,8 +464,15 @@ def _chunk(pos: list[str]) -> list[str]:
     """A plausible chunk column from POS tags (NP / VP / PP, IOB2)."""
     out, prev = [], None
     for tag in pos:
-        kind = "NP" if tag in NP_TAGS else "VP" if tag.startswith(("VB", "MD")) or tag == "TO" else \
-            "PP" if tag == "IN" else None
+        kind = (
+            "NP"
+            if tag in NP_TAGS
+            else "VP"
+            if tag.startswith(("VB", "MD")) or tag == "TO"
+            else "PP"
+            if tag == "IN"
+            else None
+        )
         out.append("O" if kind is None else ("I-" if kind == prev and kind != "PP" else "B-") + kind)
         prev = kind
     return out

@@ -25,7 +25,9 @@ class AdaptationModule(L.LightningModule):
         if kind == "tagging" and family == "encdec":
             return "sequence labeling needs a token head on an encoder or a decoder-only model; encoder-decoders are read text-to-text"
         if head == "cls" and kind != "tagging" and (kind == "choice" or family == "encdec"):
-            return "method.head=cls needs a classification task on an encoder or a decoder-only model; use method.head=lm"
+            return (
+                "method.head=cls needs a classification task on an encoder or a decoder-only model; use method.head=lm"
+            )
         return None
 
     @classmethod
@@ -51,7 +53,9 @@ class AdaptationModule(L.LightningModule):
             return
         patterns = task.patterns.get(family, [])
         if not 0 <= index < len(patterns):
-            raise ConfigError(f"method.pattern={index}: task {task.name} has {len(patterns)} pattern(s) for {family} models")
+            raise ConfigError(
+                f"method.pattern={index}: task {task.name} has {len(patterns)} pattern(s) for {family} models"
+            )
         task.template = patterns[index].template
         task.verbalizer.update(patterns[index].get("verbalizer") or {})
 
@@ -207,7 +211,9 @@ class AdaptationModule(L.LightningModule):
         else:
             opt = torch.optim.AdamW(params, lr=hp.lr, weight_decay=hp.weight_decay)
         if hp.scheduler == "linear":
-            sched = get_linear_schedule_with_warmup(opt, hp.warmup_steps, max(1, self.trainer.estimated_stepping_batches))
+            sched = get_linear_schedule_with_warmup(
+                opt, hp.warmup_steps, max(1, self.trainer.estimated_stepping_batches)
+            )
         else:
             sched = get_constant_schedule_with_warmup(opt, hp.warmup_steps)
         return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}

@@ -69,14 +69,17 @@ class CoT(AdaptationModule):
         super().check_supported(cfg)
         demos = load_demonstrations(cfg)
         if cfg.method.shots > len(demos):
-            raise ConfigError(f"method.shots={cfg.method.shots} but only {len(demos)} chain-of-thought demonstrations are given")
+            raise ConfigError(
+                f"method.shots={cfg.method.shots} but only {len(demos)} chain-of-thought demonstrations are given"
+            )
         check_min(cfg.method, "max_new_tokens", 1)
 
     def setup_method(self) -> None:
         self.backbone.requires_grad_(False)
         demos = load_demonstrations(self.cfg)[: self.hp.shots]
         self.demo_text = "".join(
-            f"{self.task.template.format(**d['fields'])} {d['rationale']} So the answer is {d['answer']}.\n\n" for d in demos
+            f"{self.task.template.format(**d['fields'])} {d['rationale']} So the answer is {d['answer']}.\n\n"
+            for d in demos
         )
         self.generations: list[dict] = []
 
@@ -99,7 +102,9 @@ class CoT(AdaptationModule):
         options = encoder.candidates(example)
         if self.hp.shots == 0:
             rationale = self.generate(encoder.ids(f"{prompt} {STEP_BY_STEP}"), self.hp.max_new_tokens)
-            final = self.generate(encoder.ids(f"{prompt} {STEP_BY_STEP}{rationale}\n{THEREFORE}"), self.hp.answer_tokens)
+            final = self.generate(
+                encoder.ids(f"{prompt} {STEP_BY_STEP}{rationale}\n{THEREFORE}"), self.hp.answer_tokens
+            )
         else:
             rationale = self.generate(encoder.ids(self.demo_text + prompt), self.hp.max_new_tokens)
             final = rationale.split("the answer is")[-1] if "the answer is" in rationale else rationale

@@ -63,7 +63,9 @@ class ICL(AdaptationModule):
     def check_data(cls, cfg, data) -> None:
         available = sum(e.label is not None for e in data.train_examples)
         if cfg.method.shots > available:
-            raise ConfigError(f"method.shots={cfg.method.shots} is more than the {available} labelled training examples")
+            raise ConfigError(
+                f"method.shots={cfg.method.shots} is more than the {available} labelled training examples"
+            )
 
     def setup_method(self) -> None:
         self.backbone.requires_grad_(False)
@@ -87,7 +89,9 @@ class ICL(AdaptationModule):
             self.demo_cache = [(layer.keys, layer.values) for layer in cache.layers]
         self.log_p_cf = None
         if self.hp.calibrate:
-            content_free = Example(guid="content-free", fields={k: "N/A" for k in data.eval_examples[0].fields}, label=0)
+            content_free = Example(
+                guid="content-free", fields={k: "N/A" for k in data.eval_examples[0].fields}, label=0
+            )
             batch = data.collator([content_free])([encoder.encode(content_free, 0)])
             batch = {k: v.to(self.device) if torch.is_tensor(v) else v for k, v in batch.items()}
             with torch.no_grad():

@@ -50,7 +50,9 @@ def default_targets(model: nn.Module) -> list[str]:
     model_type = getattr(getattr(model, "config", None), "model_type", None)
     targets = DEFAULT_TARGETS.get(model_type) or PEFT_TARGETS.get(model_type)
     if not targets:
-        raise ConfigError(f"method=lora: no default target modules for model type {model_type!r}; set method.target_modules")
+        raise ConfigError(
+            f"method=lora: no default target modules for model type {model_type!r}; set method.target_modules"
+        )
     return list(targets)
 
 
@@ -61,7 +63,7 @@ def lora_param_count(model: nn.Module) -> int:
     total = 0
     for module in model.modules():
         if isinstance(module, LoraLayer):
-            for name, r in module.r.items():
+            for r in module.r.values():
                 total += r * (module.in_features + module.out_features)
     return total
 

@@ -30,7 +30,11 @@ class PrefixTuning(PTuningV2):
             return
         generator = torch.Generator().manual_seed(self.cfg.seed + 1)
         self.decoder_prompt = DeepPrompt(
-            self.backbone.kv_shape(decoder=True), self.hp.prompt_length, self.backbone.hidden_size, self.hp.reparam_hidden, generator
+            self.backbone.kv_shape(decoder=True),
+            self.hp.prompt_length,
+            self.backbone.hidden_size,
+            self.hp.reparam_hidden,
+            generator,
         )
         self._encoder_cache = None
         for block in self.backbone.model.get_encoder().block:

@@ -19,7 +19,6 @@ from torch import nn
 from promptscale.errors import ConfigError, check_choice, check_min
 from promptscale.methods.base import AdaptationModule
 
-
 BYTE_FALLBACK = re.compile(r"^<0x[0-9A-Fa-f]{2}>$")
 UNUSED = re.compile(r"^(\[unused\d+\]|<unused\d+>)$")
 log = logging.getLogger("promptscale")
@@ -52,17 +51,17 @@ def frequent_token_ids(tokenizer, top: int) -> list[int]:
     return ids
 
 
-def _embeddings(module: "PromptTuning") -> torch.Tensor:
+def _embeddings(module: PromptTuning) -> torch.Tensor:
     return module.backbone.model.get_input_embeddings().weight.detach().float()
 
 
-def init_random(module: "PromptTuning", generator: torch.Generator, rows: int) -> torch.Tensor:
+def init_random(module: PromptTuning, generator: torch.Generator, rows: int) -> torch.Tensor:
     """Uniform in [-init_range, init_range] (Lester et al.: 0.5)."""
     r = module.hp.init_range
     return torch.rand((rows, module.backbone.hidden_size), generator=generator) * 2 * r - r
 
 
-def init_vocab(module: "PromptTuning", generator: torch.Generator, rows: int) -> torch.Tensor:
+def init_vocab(module: PromptTuning, generator: torch.Generator, rows: int) -> torch.Tensor:
     """Embeddings of tokens sampled (without replacement while they last) from the
     ``init_vocab_top`` most frequent tokens."""
     ids = torch.tensor(frequent_token_ids(module.backbone.tokenizer, module.hp.init_vocab_top))
@@ -71,7 +70,7 @@ def init_vocab(module: "PromptTuning", generator: torch.Generator, rows: int) ->
     return _embeddings(module)[ids[picks]].clone()
 
 
-def init_class_label(module: "PromptTuning", generator: torch.Generator, rows: int) -> torch.Tensor:
+def init_class_label(module: PromptTuning, generator: torch.Generator, rows: int) -> torch.Tensor:
     """Row i: the mean embedding of label i's verbalizer tokens, in label order; rows past the
     labels are vocab-sampled. Choice tasks have no fixed labels: all rows vocab-sampled."""
     task = module.task
@@ -80,12 +79,14 @@ def init_class_label(module: "PromptTuning", generator: torch.Generator, rows: i
         return init_vocab(module, generator, rows)
     tok, emb = module.backbone.tokenizer, _embeddings(module)
     # tokenized as in the answer slot (see TaskEncoder.encode)
-    labels = [emb[tok(" " + task.verbalizer[label], add_special_tokens=False)["input_ids"]].mean(0) for label in task.labels]
+    labels = [
+        emb[tok(" " + task.verbalizer[label], add_special_tokens=False)["input_ids"]].mean(0) for label in task.labels
+    ]
     label_rows = torch.stack(labels[:rows])
     return torch.cat([label_rows, init_vocab(module, generator, rows - len(label_rows))])
 
 
-def init_text(module: "PromptTuning", generator: torch.Generator, rows: int) -> torch.Tensor:
+def init_text(module: PromptTuning, generator: torch.Generator, rows: int) -> torch.Tensor:
     """The embeddings of ``init_text``'s tokens, repeated or truncated to the prompt length."""
     ids = module.backbone.tokenizer(module.hp.init_text, add_special_tokens=False)["input_ids"]
     return _embeddings(module)[[ids[i % len(ids)] for i in range(rows)]].clone()

@@ -22,7 +22,9 @@ class PromptEncoder(nn.Module):
     def __init__(self, n: int, d: int, hidden: int, kind: str):
         super().__init__()
         self.embedding = nn.Parameter(torch.randn(n, d) * 0.02)
-        self.lstm = nn.LSTM(d, hidden // 2, num_layers=2, bidirectional=True, batch_first=True) if kind == "lstm" else None
+        self.lstm = (
+            nn.LSTM(d, hidden // 2, num_layers=2, bidirectional=True, batch_first=True) if kind == "lstm" else None
+        )
         self.mlp = nn.Sequential(nn.Linear(hidden if self.lstm else d, hidden), nn.ReLU(), nn.Linear(hidden, d))
 
     def forward(self) -> torch.Tensor:
@@ -36,7 +38,9 @@ class PTuning(AdaptationModule):
     @classmethod
     def unsupported(cls, cfg) -> str | None:
         if cfg.task.kind == "tagging":
-            return "P-Tuning places virtual tokens in a task template; sequence labeling has no template (use ptuning_v2)"
+            return (
+                "P-Tuning places virtual tokens in a task template; sequence labeling has no template (use ptuning_v2)"
+            )
         return super().unsupported(cfg)
 
     @classmethod

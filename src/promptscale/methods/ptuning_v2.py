@@ -27,7 +27,11 @@ class PTuningV2(AdaptationModule):
         self.backbone.requires_grad_(False)
         generator = torch.Generator().manual_seed(self.cfg.seed)
         self.deep_prompt = DeepPrompt(
-            self.backbone.kv_shape(), self.hp.prompt_length, self.backbone.hidden_size, self.hp.reparam_hidden, generator
+            self.backbone.kv_shape(),
+            self.hp.prompt_length,
+            self.backbone.hidden_size,
+            self.hp.reparam_hidden,
+            generator,
         )
 
     def layer_prefixes(self, batch_size: int):
