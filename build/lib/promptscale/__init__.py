@@ -1,0 +1,3 @@
+"""promptscale: prompt-based and parameter-efficient adaptation compared across model scale."""
+
+__version__ = "0.1.0"

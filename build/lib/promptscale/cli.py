@@ -1,0 +1,60 @@
+"""``promptscale``: tools around runs (``promptscale-train`` runs them)."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="promptscale")
+    sub = parser.add_subparsers(dest="command", required=True)
+    table = sub.add_parser(
+        "table",
+        help="results stores (and W&B runs) -> tables (Markdown, CSV, LaTeX) and plots",
+        description="Rows methods; columns tasks (one table per model) or model sizes (one table per "
+        "task); cells the score x100, mean ± std over seeds (n). Prints the Markdown tables; with "
+        "--out, also writes table.md, <table>.csv, <table>.tex, cells.csv and the plots the data allows "
+        "(scale.png, prompt_length.png, init.png).",
+    )
+    table.add_argument("results", nargs="*", type=Path, help="results.jsonl files")
+    table.add_argument("--wandb", nargs="+", type=Path, metavar="DIR",
+                       help="also read the W&B run folders (offline-run-*, run-*) under these directories")  # fmt: skip
+    table.add_argument("--out", type=Path, help="write the tables and plots here")
+    table.add_argument("--columns", choices=("task", "model"), default="task",
+                       help="task: one table per model (default); model: one table per task")  # fmt: skip
+    table.add_argument("--no-plots", action="store_true", help="write no PNG plots")
+    table.add_argument("--wandb-log", action="store_true",
+                       help="log the tables to a new W&B run (offline unless WANDB_MODE says otherwise)")  # fmt: skip
+    table.add_argument("--project", default="promptscale", help="W&B project for --wandb-log")
+    table.add_argument("--group", help="W&B group for --wandb-log (default: the runs' experiment)")
+    sub.add_parser("matrix", help="print the method x family x task-type support matrix")
+    sensitivity = sub.add_parser("sensitivity", help="score mean/std/min/max across patterns (method.pattern)")
+    sensitivity.add_argument("results", nargs="+", type=Path, help="results.jsonl files")
+    args = parser.parse_args(argv)
+
+    if args.command == "table":
+        if not args.results and not args.wandb:
+            parser.error("table: give results files, --wandb folders, or both")
+        missing = [str(p) for p in args.results if not p.is_file()]
+        missing += [str(p) for p in args.wandb or () if not p.is_dir()]
+        if missing:
+            parser.error(f"not found: {', '.join(missing)}")
+        from promptscale.table import main_table
+
+        main_table(args)
+    elif args.command == "sensitivity":
+        missing = [str(p) for p in args.results if not p.is_file()]
+        if missing:
+            parser.error(f"not found: {', '.join(missing)}")
+        from promptscale.sensitivity import render_sensitivity
+
+        print(render_sensitivity(args.results), end="")
+    else:
+        from promptscale.support import matrix_markdown
+
+        print(matrix_markdown(), end="")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,186 @@
+"""One LightningDataModule for every task: read (and check) splits, tokenize once, batch."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import random
+from pathlib import Path
+
+import lightning as L
+import torch
+from omegaconf import OmegaConf
+from torch.utils.data import DataLoader
+
+from promptscale.data.encoding import Collator, TaskEncoder, check_template
+from promptscale.data.example import Example
+from promptscale.data.readers import READERS
+from promptscale.errors import ConfigError, DataError
+from promptscale.models import cache_root, fingerprint
+
+
+def _hub_export(task, split: str) -> Path:
+    """Export a hub split (parquet repo) into the on-disk format of the task's reader (jsonl, or
+    CoNLL columns for tagging), class labels as their names, so it is checked like a local file."""
+    import datasets
+
+    if not task.hub.path:
+        raise ConfigError(
+            f"task {task.name}: set data.dir (or PROMPTSCALE_DATA_DIR); it has no hub copy in its reader's layout"
+        )
+    hub_split = task.hub.splits.get(split, split)
+    target = cache_root() / "hub" / fingerprint([task.hub.path, task.hub.name, hub_split]) / task.files[split]
+    if not target.exists():
+        ds = datasets.load_dataset(task.hub.path, task.hub.name, split=hub_split)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        tmp = target.with_suffix(".tmp")
+        with tmp.open("w") as out:
+            if task.kind == "tagging":
+                names = ds.features["ner_tags"].feature.names
+                for record in ds:
+                    out.writelines(f"{tok} {names[tag]}\n" for tok, tag in zip(record["tokens"], record["ner_tags"]))
+                    out.write("\n")
+            else:
+                named = {k: f for k, f in ds.features.items() if isinstance(f, datasets.ClassLabel)}
+                for record in ds:
+                    if task.kind == "classification":
+                        record.update({k: f.int2str(record[k]) for k, f in named.items() if record[k] >= 0})
+                    out.write(json.dumps(record) + "\n")
+        tmp.rename(target)
+    return target
+
+
+class SeededSampler(torch.utils.data.Sampler):
+    """Training order: epoch e is the (e+1)-th permutation drawn from a generator seeded with
+    ``seed``, so the order follows ``seed`` alone and a resumed run sees the order an uninterrupted
+    one does; ``resume_at=(epoch, n)`` starts that epoch after its first n samples. Lightning
+    calls ``set_epoch`` before each epoch."""
+
+    def __init__(self, size: int, seed: int, resume_at: tuple[int, int] | None = None):
+        self.size, self.seed, self.epoch, self.resume_at = size, seed, 0, resume_at
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def order(self, epoch: int) -> list[int]:
+        generator = torch.Generator().manual_seed(self.seed)
+        for _ in range(epoch):
+            torch.randperm(self.size, generator=generator)
+        return torch.randperm(self.size, generator=generator).tolist()
+
+    def __iter__(self):
+        start = 0
+        if self.resume_at is not None:
+            epoch, seen = self.resume_at
+            self.resume_at = None
+            start = seen if epoch == self.epoch else 0
+        yield from self.order(self.epoch)[start:]
+
+    def __len__(self) -> int:
+        return self.size
+
+
+class TaskDataModule(L.LightningDataModule):
+    def __init__(self, task, data, seed: int):
+        super().__init__()
+        self.task, self.data, self.seed = task, data, seed
+        self.eval_split = data.eval_split or task.eval_split
+        self.train_examples: list[Example] = []
+        self.eval_examples: list[Example] = []
+        # (epoch, samples of it already trained on): set by a resumed run before the train loader is built
+        self.resume_at: tuple[int, int] | None = None
+
+    def split_path(self, split: str) -> Path:
+        if split not in self.task.files:
+            raise ConfigError(f"task {self.task.name}: unknown split {split!r}, have {', '.join(self.task.files)}")
+        if self.data.dir is None:
+            return _hub_export(self.task, split)
+        return Path(self.data.dir) / self.task.folder / self.task.files[split]
+
+    def read_split(self, split: str) -> list[Example]:
+        path = self.split_path(split)
+        if not path.is_file():
+            raise DataError(f"{path}: split file not found (task {self.task.name}, split {split})")
+        labels = list(self.task.labels) or None
+        examples = READERS[self.task.reader](path, labels, **self.task.reader_options)
+        if not examples:
+            raise DataError(f"{path}: split {split} has no records")
+        if self.task.kind != "tagging":
+            check_template(self.task, examples[0], str(path))
+        return examples
+
+    def _subsample(self, examples: list[Example], size, key: str) -> list[Example]:
+        if size is None:
+            return examples
+        if size > len(examples):
+            raise ConfigError(f"data.{key}={size} is larger than the split ({len(examples)} records)")
+        return random.Random(self.seed).sample(examples, size)
+
+    def read(self) -> None:
+        """Read and check both splits (no model needed, so bad data fails before loading one)."""
+        if self.task.reader not in READERS:
+            raise ConfigError(f"task.reader={self.task.reader!r} is not one of {', '.join(READERS)}")
+        train = self.read_split(self.task.train_split)
+        if self.task.kind == "tagging" and not self.task.labels:  # generic CoNLL: tag set from train
+            tags = sorted({t for e in train for t in e.tags} - {"O"})
+            self.task.labels = ["O", *tags]
+        self.train_examples = self._subsample(train, self.data.train_size, "train_size")
+        self.eval_examples = self._subsample(self.read_split(self.eval_split), self.data.eval_size, "eval_size")
+
+    def attach(self, tokenizer, family: str, head: str) -> None:
+        self.tokenizer, self.family, self.head = tokenizer, family, head
+        self.encoder = TaskEncoder(self.task, tokenizer, family, self.data.max_length)
+
+    def _encode(self, examples: list[Example]):
+        """Tokenize through `datasets`, cached on disk under a fingerprint of everything that
+        decides the ids, so a later run with the same inputs reuses the arrow file."""
+        import datasets
+
+        key = fingerprint(
+            [
+                [dataclasses.asdict(e) for e in examples],
+                OmegaConf.to_container(self.task),
+                type(self.tokenizer).__name__,
+                self.tokenizer.name_or_path,
+                len(self.tokenizer),
+                self.family,
+                self.data.max_length,
+            ]
+        )
+        cache = Path(self.data.cache_dir) if self.data.cache_dir else cache_root() / "tokenized"
+        cache.mkdir(parents=True, exist_ok=True)
+        rows = datasets.Dataset.from_dict({"i": list(range(len(examples)))})
+        return rows.map(
+            lambda row: self.encoder.encode(examples[row["i"]], row["i"]),
+            remove_columns=["i"],
+            cache_file_name=str(cache / f"{key}.arrow"),
+            load_from_cache_file=True,
+            new_fingerprint=key,
+            desc=f"tokenizing {self.task.name}",
+        )
+
+    def setup(self, stage: str | None = None) -> None:
+        if not hasattr(self, "train_set"):
+            self.train_set = self._encode(self.train_examples)
+            self.eval_set = self._encode(self.eval_examples)
+
+    def collator(self, examples: list[Example]) -> Collator:
+        return Collator(self.task, self.tokenizer, self.family, self.head, examples)
+
+    def _loader(self, dataset, examples, batch_size: int, shuffle: bool) -> DataLoader:
+        sampler = SeededSampler(len(dataset), self.seed, self.resume_at) if shuffle else None
+        return DataLoader(
+            dataset.with_format(None),
+            batch_size=batch_size,
+            sampler=sampler,
+            # its own generator: starting an iterator never draws from the global RNG (dropout)
+            generator=torch.Generator().manual_seed(self.seed),
+            collate_fn=self.collator(examples),
+            num_workers=self.data.num_workers,
+        )
+
+    def train_dataloader(self) -> DataLoader:
+        return self._loader(self.train_set, self.train_examples, self.data.batch_size, shuffle=True)
+
+    def val_dataloader(self) -> DataLoader:
+        return self._loader(self.eval_set, self.eval_examples, self.data.eval_batch_size, shuffle=False)

@@ -1,0 +1,240 @@
+"""The LightningModule every method shares: reading the backbone for each task type, steps,
+metrics, optimizer and scheduler, parameter accounting and trainable-only checkpoints.
+
+A method overrides ``setup_method`` (what trains, what it adds) and, if it changes the input,
+``virtual_tokens`` (embeddings placed before the input; positions are shifted for it).
+"""
+
+from __future__ import annotations
+
+import lightning as L
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from promptscale.data.encoding import IGNORE
+from promptscale.errors import ConfigError
+from promptscale.metrics import build_metrics
+
+
+class AdaptationModule(L.LightningModule):
+    @classmethod
+    def unsupported(cls, cfg) -> str | None:
+        """Why this method cannot run on this task type and model family (None if it can)."""
+        kind, family, head = cfg.task.kind, cfg.model.family, cfg.method.head
+        if kind == "tagging" and family == "encdec":
+            return "sequence labeling needs a token head on an encoder or a decoder-only model; encoder-decoders are read text-to-text"
+        if head == "cls" and kind != "tagging" and (kind == "choice" or family == "encdec"):
+            return (
+                "method.head=cls needs a classification task on an encoder or a decoder-only model; use method.head=lm"
+            )
+        return None
+
+    @classmethod
+    def check_supported(cls, cfg) -> None:
+        """Raise ConfigError, in one line, for a combination or a value this method can't run."""
+        reason = cls.unsupported(cfg)
+        if reason:
+            raise ConfigError(
+                f"method={cfg.method.name} on task={cfg.task.name} ({cfg.task.kind}) with model={cfg.model.name} "
+                f"({cfg.model.family}): {reason}"
+            )
+
+    @classmethod
+    def check_data(cls, cfg, data) -> None:
+        """Checks that need the read splits (still before any model loads)."""
+
+    @classmethod
+    def apply_to_task(cls, cfg) -> None:
+        """Rewrite the task's config where the method changes how it is read: ``method.pattern``
+        swaps in one of the task's hard prompts (and its verbalizer) for the model's family."""
+        index, task, family = cfg.method.pattern, cfg.task, cfg.model.family
+        if index is None:
+            return
+        patterns = task.patterns.get(family, [])
+        if not 0 <= index < len(patterns):
+            raise ConfigError(
+                f"method.pattern={index}: task {task.name} has {len(patterns)} pattern(s) for {family} models"
+            )
+        task.template = patterns[index].template
+        task.verbalizer.update(patterns[index].get("verbalizer") or {})
+
+    def __init__(self, cfg, backbone):
+        super().__init__()
+        self.cfg, self.task, self.hp = cfg, cfg.task, cfg.method
+        self.backbone = backbone
+        n_labels = len(self.task.labels)
+        d = backbone.hidden_size
+        self.cls_head = nn.Linear(d, n_labels) if self.task.kind == "classification" and self.hp.head == "cls" else None
+        self.tag_head = nn.Linear(d, n_labels) if self.task.kind == "tagging" else None
+        self.metrics = nn.ModuleDict(build_metrics(list(self.task.metrics), n_labels or None))
+        self.setup_method()
+        self.strict_loading = False  # checkpoints of frozen-backbone methods hold trainable weights only
+
+    # ---- what a method changes -------------------------------------------------------------
+    def setup_method(self) -> None:
+        """Decide what trains; add the method's parameters."""
+
+    def virtual_tokens(self, batch_size: int) -> torch.Tensor | None:
+        """Embeddings [B, p, d] placed before the input (soft prompts), or None."""
+        return None
+
+    def layer_prefixes(self, batch_size: int):
+        """Key/value prefixes for every attention layer (a transformers Cache), or None."""
+        return None
+
+    def encode(self, embeds: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """Encoder-decoders: the encoder's hidden states."""
+        return self.backbone.encoder_hidden_states(embeds, mask)
+
+    def decode(self, encoded, mask, decoder_input_ids, decoder_mask) -> torch.Tensor:
+        """Encoder-decoders: decoder logits over the already-encoded inputs."""
+        return self.backbone.seq2seq_logits(encoded, mask, decoder_input_ids, decoder_mask)
+
+    # ---- reading the backbone --------------------------------------------------------------
+    def hidden(self, embeds: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        cache = self.layer_prefixes(embeds.shape[0])
+        if cache is None:
+            return self.backbone.hidden_states(embeds, mask)
+        mask = torch.cat([mask.new_ones(mask.shape[0], cache.get_seq_length()), mask], dim=1)
+        return self.backbone.hidden_states(embeds, mask, past_key_values=cache)
+
+    def inputs(self, batch) -> tuple[torch.Tensor, torch.Tensor, int]:
+        embeds = self.backbone.embed(batch["input_ids"])
+        mask = batch["attention_mask"]
+        prompt = self.virtual_tokens(embeds.shape[0])
+        if prompt is None:
+            return embeds, mask, 0
+        embeds = torch.cat([prompt.to(embeds.dtype), embeds], dim=1)
+        mask = torch.cat([mask.new_ones(mask.shape[0], prompt.shape[1]), mask], dim=1)
+        return embeds, mask, prompt.shape[1]
+
+    def forward(self, batch) -> torch.Tensor:
+        """Candidate scores [B, C] (classification, choice) or tag logits [B, L, T] (tagging)."""
+        embeds, mask, offset = self.inputs(batch)
+        if self.task.kind == "tagging":
+            return self.tag_head(self.hidden(embeds, mask)[:, offset:])
+        if self.cls_head is not None:
+            hidden = self.hidden(embeds, mask)
+            return self.cls_head(hidden[torch.arange(hidden.shape[0]), batch["cls_pos"] + offset])
+        if self.backbone.family == "encdec":
+            encoded = self.encode(embeds, mask)
+            rows = batch["decoder_example"]
+            logits = self.decode(encoded[rows], mask[rows], batch["decoder_input_ids"], batch["decoder_attention_mask"])
+        else:
+            hidden = self.hidden(embeds, mask)
+            slots = hidden[torch.arange(hidden.shape[0]).unsqueeze(1), batch["slot_pos"] + offset]
+            logits = self.backbone.vocab_logits(slots)
+        return self.candidate_scores(logits.float().log_softmax(-1), batch)
+
+    def candidate_scores(self, logp: torch.Tensor, batch) -> torch.Tensor:
+        """Score of candidate c of example b: sum (or mean) over its tokens t of
+        log p(token t) read at slot t of its row; -inf where an example has fewer candidates."""
+        rows, tokens, tmask = batch["cand_row"], batch["cand_tokens"], batch["cand_mask"]
+        slot = torch.arange(tokens.shape[-1], device=tokens.device)
+        token_logp = logp[rows.clamp(min=0).unsqueeze(-1), slot, tokens] * tmask
+        scores = token_logp.sum(-1)
+        if self.hp.score == "mean":
+            scores = scores / tmask.sum(-1).clamp(min=1)
+        return scores.masked_fill(rows < 0, float("-inf"))
+
+    # ---- steps -----------------------------------------------------------------------------
+    def on_fit_start(self) -> None:
+        self.train()  # from_pretrained leaves models in eval mode; training uses dropout as configured
+
+    def loss(self, out: torch.Tensor, batch) -> torch.Tensor:
+        if self.task.kind == "tagging":
+            return F.cross_entropy(out.flatten(0, 1), batch["tag_labels"].flatten(), ignore_index=IGNORE)
+        return F.cross_entropy(out, batch["labels"], ignore_index=-1)
+
+    def training_step(self, batch, batch_idx):
+        loss = self.loss(self(batch), batch)
+        self.log("train/loss", loss, prog_bar=True, batch_size=batch["idx"].shape[0])
+        return loss
+
+    def predict(self, batch):
+        """Predicted label/candidate index [B], or predicted tag ids per word [B, W] (-1: none)."""
+        out = self(batch)
+        if self.task.kind != "tagging":
+            return out.argmax(-1)
+        word_pos = batch["word_pos"]
+        tags = out.argmax(-1).gather(1, word_pos.clamp(min=0))
+        return tags.masked_fill(word_pos < 0, -1)
+
+    def validation_step(self, batch, batch_idx):
+        self.update_metrics(batch, self.predict(batch))
+
+    def update_metrics(self, batch, preds) -> None:
+        labels = batch.get("labels")
+        for name, metric in self.metrics.items():
+            if name in ("accuracy", "f1_macro"):
+                metric.update(preds, labels)
+            elif name == "multirc":
+                metric.update(preds, labels, batch["groups"])
+            elif name == "record":
+                texts = [cands[p] if p < len(cands) else "" for cands, p in zip(batch["cand_texts"], preds.tolist())]
+                metric.update(texts, batch["answers"])
+            elif name == "entity_f1":
+                names = list(self.task.labels)
+                outside = names.index("O") if "O" in names else 0
+                gold, pred = [], []
+                for g, p in zip(batch["gold_tags"].tolist(), preds.tolist()):
+                    n = sum(t != IGNORE for t in g)
+                    gold.append([names[t] for t in g[:n]])
+                    pred.append([names[t if t >= 0 else outside] for t in p[:n]])
+                metric.update(pred, gold)
+
+    def on_validation_epoch_end(self) -> None:
+        for metric in self.metrics.values():
+            for key, value in metric.compute().items():
+                self.log(f"eval/{key}", value)
+            metric.reset()
+
+    # ---- optimisation ----------------------------------------------------------------------
+    def param_groups(self) -> list[dict]:
+        """Optimizer parameter groups (all trainable parameters at method.lr by default)."""
+        return [{"params": [p for p in self.parameters() if p.requires_grad]}]
+
+    def configure_optimizers(self):
+        from transformers.optimization import (
+            Adafactor,
+            get_constant_schedule_with_warmup,
+            get_linear_schedule_with_warmup,
+        )
+
+        params = self.param_groups()
+        hp = self.hp
+        if hp.optimizer == "adafactor":  # Lester et al.'s setting: fixed lr, no parameter scaling
+            opt = Adafactor(params, lr=hp.lr, weight_decay=hp.weight_decay, relative_step=False, scale_parameter=False)
+        elif hp.optimizer == "sgd":
+            opt = torch.optim.SGD(params, lr=hp.lr, weight_decay=hp.weight_decay)
+        else:
+            opt = torch.optim.AdamW(params, lr=hp.lr, weight_decay=hp.weight_decay)
+        if hp.scheduler == "linear":
+            sched = get_linear_schedule_with_warmup(
+                opt, hp.warmup_steps, max(1, self.trainer.estimated_stepping_batches)
+            )
+        else:
+            sched = get_constant_schedule_with_warmup(opt, hp.warmup_steps)
+        return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
+
+    # ---- accounting and checkpoints --------------------------------------------------------
+    def parameter_counts(self) -> dict[str, int]:
+        params = list(self.parameters())
+        return {
+            "trainable_params": sum(p.numel() for p in params if p.requires_grad),
+            "total_params": sum(p.numel() for p in params),
+        }
+
+    def checkpoint_bytes(self) -> int:
+        """Bytes of the weights this method's checkpoint holds (trainable ones only, see below)."""
+        checkpoint = {"state_dict": self.state_dict()}
+        self.on_save_checkpoint(checkpoint)
+        # tied weights (input embeddings = LM head) are one tensor under two names: count it once
+        unique = {(t.data_ptr(), t.numel()): t.numel() * t.element_size() for t in checkpoint["state_dict"].values()}
+        return sum(unique.values())
+
+    def on_save_checkpoint(self, checkpoint) -> None:
+        trainable = {name for name, p in self.named_parameters() if p.requires_grad}
+        if len(trainable) < len(list(self.parameters())):
+            checkpoint["state_dict"] = {k: v for k, v in checkpoint["state_dict"].items() if k in trainable}

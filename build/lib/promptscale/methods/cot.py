@@ -1,0 +1,132 @@
+"""Chain-of-thought prompting (Wei et al. 2022; Kojima et al. 2022): nothing trains.
+
+Zero-shot (``shots=0``, Kojima): the task's prompt, then "Let's think step by step." and a greedy
+rationale; then "Therefore, the answer is" and a short greedy answer. Few-shot (Wei): the
+demonstrations of ``demonstrations`` (inline) or ``demonstrations_file`` (jsonl), each the task's
+prompt filled from its ``fields``, its ``rationale`` and "So the answer is <answer>.", go first
+and the query's generation is read after its last "the answer is".
+
+The answer is mapped onto the task's label set (its verbalizer words, or the choice candidates):
+the first one named in the answer text, case-insensitively. An answer that names none counts
+as wrong (scored as another label) and is counted in ``eval/unanswered``; every generation is
+written to ``cot_generations.jsonl`` in the run dir."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import torch
+
+from promptscale.errors import ConfigError, check_min
+from promptscale.methods.base import AdaptationModule
+
+STEP_BY_STEP = "Let's think step by step."
+THEREFORE = "Therefore, the answer is"
+
+
+def extract_answer(text: str, options: list[str]) -> int | None:
+    """Index of the option named first in ``text`` (whole words, case-insensitive), else None."""
+    found = []
+    for i, option in enumerate(options):
+        match = re.search(r"(?<!\w)" + re.escape(option.strip().lower()) + r"(?!\w)", text.lower())
+        if match:
+            found.append((match.start(), -len(option), i))
+    return min(found)[2] if found else None
+
+
+def load_demonstrations(cfg) -> list[dict]:
+    demos = [dict(d) for d in cfg.method.demonstrations]
+    if cfg.method.demonstrations_file:
+        path = Path(cfg.method.demonstrations_file)
+        if not path.is_file():
+            raise ConfigError(f"method.demonstrations_file={path}: file not found")
+        for n, line in enumerate(path.read_text().splitlines(), 1):
+            if line.strip():
+                try:
+                    demos.append(json.loads(line))
+                except json.JSONDecodeError as err:
+                    raise ConfigError(f"{path}:{n}: malformed JSON: {err.msg}") from None
+    for n, demo in enumerate(demos, 1):
+        missing = {"fields", "rationale", "answer"} - set(demo)
+        if missing:
+            raise ConfigError(f"chain-of-thought demonstration {n} lacks {sorted(missing)}")
+    return demos
+
+
+class CoT(AdaptationModule):
+    @classmethod
+    def unsupported(cls, cfg) -> str | None:
+        if cfg.model.family == "encoder":
+            return "chain-of-thought generates text; it needs a decoder-only or encoder-decoder model"
+        if cfg.task.kind == "tagging":
+            return "chain-of-thought answers a question; sequence labeling is not one"
+        return super().unsupported(cfg)
+
+    @classmethod
+    def check_supported(cls, cfg) -> None:
+        super().check_supported(cfg)
+        demos = load_demonstrations(cfg)
+        if cfg.method.shots > len(demos):
+            raise ConfigError(
+                f"method.shots={cfg.method.shots} but only {len(demos)} chain-of-thought demonstrations are given"
+            )
+        check_min(cfg.method, "max_new_tokens", 1)
+
+    def setup_method(self) -> None:
+        self.backbone.requires_grad_(False)
+        demos = load_demonstrations(self.cfg)[: self.hp.shots]
+        self.demo_text = "".join(
+            f"{self.task.template.format(**d['fields'])} {d['rationale']} So the answer is {d['answer']}.\n\n"
+            for d in demos
+        )
+        self.generations: list[dict] = []
+
+    def generate(self, ids: list[int], max_new_tokens: int) -> str:
+        tok = self.backbone.tokenizer
+        input_ids = torch.tensor([ids], device=self.device)
+        out = self.backbone.model.generate(
+            input_ids=input_ids,
+            attention_mask=torch.ones_like(input_ids),
+            max_new_tokens=max_new_tokens,
+            do_sample=False,
+            pad_token_id=tok.pad_token_id,
+        )
+        new = out[0] if self.backbone.family == "encdec" else out[0, input_ids.shape[1] :]
+        return tok.decode(new, skip_special_tokens=True)
+
+    def answer(self, data, example) -> tuple[int | None, dict]:
+        encoder = data.encoder
+        prompt = encoder.tok.decode(encoder.fit_prompt(example.fields, data.data.max_length))
+        options = encoder.candidates(example)
+        if self.hp.shots == 0:
+            rationale = self.generate(encoder.ids(f"{prompt} {STEP_BY_STEP}"), self.hp.max_new_tokens)
+            final = self.generate(
+                encoder.ids(f"{prompt} {STEP_BY_STEP}{rationale}\n{THEREFORE}"), self.hp.answer_tokens
+            )
+        else:
+            rationale = self.generate(encoder.ids(self.demo_text + prompt), self.hp.max_new_tokens)
+            final = rationale.split("the answer is")[-1] if "the answer is" in rationale else rationale
+        choice = extract_answer(final, options)
+        return choice, {"guid": example.guid, "rationale": rationale, "answer": final, "choice": choice}
+
+    def validation_step(self, batch, batch_idx):
+        data = self.trainer.datamodule
+        preds = []
+        for i, label in zip(batch["idx"].tolist(), batch["labels"].tolist()):
+            choice, record = self.answer(data, data.eval_examples[i])
+            self.generations.append(record)
+            n_options = max(2, len(data.encoder.candidates(data.eval_examples[i])))
+            # unanswerable counts as wrong: score it as another label than the gold one
+            preds.append(choice if choice is not None else (max(label, 0) + 1) % n_options)
+        self.update_metrics(batch, torch.tensor(preds, device=self.device))
+
+    def on_validation_epoch_end(self) -> None:
+        unanswered = sum(g["choice"] is None for g in self.generations)
+        self.log("eval/unanswered", float(unanswered))
+        if self.trainer.default_root_dir:
+            path = Path(self.trainer.default_root_dir) / "cot_generations.jsonl"
+            path.write_text("".join(json.dumps(g) + "\n" for g in self.generations))
+        self.generations = []
+        super().on_validation_epoch_end()

@@ -1,0 +1,88 @@
+"""Prefix-Tuning (Li & Liang 2021): trainable key/value prefixes at every attention layer, trained
+through an MLP reparameterization (``reparam_hidden``) that is folded away when training ends,
+so the saved checkpoint holds only the final prefixes. The backbone is frozen; classification
+reads the LM head as the other methods do (verbalizer scoring).
+
+Encoder-decoders get prefixes on the encoder *and* the decoder (PEFT covers only T5's decoder):
+the decoder takes its prefixes as a self-attention cache; T5's encoder takes no cache, so a
+forward pre-hook hands each encoder self-attention layer its prefixes as ``past_key_values``
+(T5Attention then prepends them to its keys/values and offsets its relative positions)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+from promptscale.errors import ConfigError
+from promptscale.methods.deep_prompt import DeepPrompt
+from promptscale.methods.ptuning_v2 import PTuningV2
+
+
+class PrefixTuning(PTuningV2):
+    @classmethod
+    def unsupported(cls, cfg) -> str | None:
+        return super(PTuningV2, cls).unsupported(cfg)
+
+    def setup_method(self) -> None:
+        super().setup_method()
+        if self.backbone.family != "encdec":
+            return
+        generator = torch.Generator().manual_seed(self.cfg.seed + 1)
+        self.decoder_prompt = DeepPrompt(
+            self.backbone.kv_shape(decoder=True),
+            self.hp.prompt_length,
+            self.backbone.hidden_size,
+            self.hp.reparam_hidden,
+            generator,
+        )
+        self._encoder_cache = None
+        for block in self.backbone.model.get_encoder().block:
+            block.layer[0].SelfAttention.register_forward_pre_hook(self._give_encoder_prefixes, with_kwargs=True)
+
+    def _give_encoder_prefixes(self, attention, args, kwargs):
+        if self._encoder_cache is not None:
+            kwargs["past_key_values"] = self._encoder_cache
+        return args, kwargs
+
+    def encode(self, embeds, mask):
+        self._encoder_cache = self.deep_prompt.cache(embeds.shape[0], embeds.dtype)
+        try:
+            wide = torch.cat([mask.new_ones(mask.shape[0], self.hp.prompt_length), mask], dim=1)
+            return self.backbone.encoder_hidden_states(embeds, wide)
+        finally:
+            self._encoder_cache = None
+
+    def decode(self, encoded, mask, decoder_input_ids, decoder_mask):
+        cache = self.decoder_prompt.cache(decoder_input_ids.shape[0], encoded.dtype)
+        wide = torch.cat([decoder_mask.new_ones(decoder_mask.shape[0], self.hp.prompt_length), decoder_mask], dim=1)
+        return self.backbone.seq2seq_logits(encoded, mask, decoder_input_ids, wide, past_key_values=cache)
+
+    def on_fit_end(self) -> None:
+        super().on_fit_end()
+        if self.backbone.family == "encdec":
+            self.decoder_prompt.fold()
+
+    def save_peft(self, folder: Path) -> None:
+        """Write the (folded) prefixes in PEFT's prefix-tuning format for decoder-only models:
+        our [p, layers x 2 x heads x head_dim] table is laid out as PEFT's ``prompt_embeddings``."""
+        from peft import PrefixTuningConfig, TaskType
+        from safetensors.torch import save_file
+
+        layers, kv_heads, head_dim = self.backbone.kv_shape()
+        if self.backbone.family != "decoder" or kv_heads != self.backbone.model.config.num_attention_heads:
+            raise ConfigError("the PEFT export of prefixes is for decoder-only models without grouped key/value heads")
+        self.deep_prompt.fold()
+        config = PrefixTuningConfig(
+            task_type=TaskType.CAUSAL_LM,
+            num_virtual_tokens=self.hp.prompt_length,
+            num_layers=layers,
+            token_dim=kv_heads * head_dim,
+            num_attention_heads=kv_heads,
+            prefix_projection=False,
+            base_model_name_or_path=self.backbone.model.name_or_path,
+        )
+        Path(folder).mkdir(parents=True, exist_ok=True)
+        config.save_pretrained(folder)
+        prefix = self.deep_prompt.prefix.detach().contiguous()
+        save_file({"prompt_embeddings": prefix}, Path(folder) / "adapter_model.safetensors")

@@ -1,0 +1,139 @@
+"""Prompt Tuning (Lester et al. 2021): ``prompt_length`` trainable embeddings prepended to the
+input embeddings; the backbone is frozen (unless ``tune_lm``: prompt + LM tuning), so only p x d_model weights (plus a task head where
+the task needs one: sequence labeling, or method.head=cls) train.
+
+Our own module rather than PEFT's: our heads need the number of virtual tokens to shift the
+[MASK], slot and label positions, and Lester's inits (sampled vocab, class labels) are not in
+PEFT. Inits are registered in ``PROMPT_INITS`` by name (``method.init``): random (uniform),
+vocab (sampled from the most frequent tokens), class_label, text."""
+
+from __future__ import annotations
+
+import logging
+import re
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from promptscale.errors import ConfigError, check_choice, check_min
+from promptscale.methods.base import AdaptationModule
+
+BYTE_FALLBACK = re.compile(r"^<0x[0-9A-Fa-f]{2}>$")
+UNUSED = re.compile(r"^(\[unused\d+\]|<unused\d+>)$")
+log = logging.getLogger("promptscale")
+
+
+def frequent_token_ids(tokenizer, top: int) -> list[int]:
+    """The ``top`` most frequent ordinary tokens, most frequent first.
+
+    No vocabulary ships with counts, so rank comes from its order: BPE ids follow merge order and
+    SentencePiece / Unigram ids follow piece scores, both close to corpus frequency, so a lower
+    id is a more frequent token. WordPiece (BERT) puts [unused] slots and single characters
+    first and interleaves ## continuations with whole words that follow roughly by frequency; for
+    it we skip single characters and ## pieces and keep the order of the rest.
+    Special, added, [unused]/<unused>, byte-fallback (<0x..>) and whitespace-only tokens never count.
+    """
+    model = getattr(getattr(tokenizer, "backend_tokenizer", None), "model", None)
+    wordpiece = type(model).__name__ == "WordPiece"
+    excluded = set(tokenizer.all_special_ids) | set(tokenizer.added_tokens_decoder)
+    ids = []
+    for token, i in sorted(tokenizer.get_vocab().items(), key=lambda item: item[1]):
+        if i in excluded or UNUSED.match(token) or BYTE_FALLBACK.match(token):
+            continue
+        if wordpiece and (token.startswith("##") or len(token) == 1):
+            continue
+        if not token.replace("▁", "").replace("Ġ", "").strip() or not tokenizer.decode([i]).strip():
+            continue  # whitespace-only (SentencePiece "▁", byte-level "Ġ", "Ċ")
+        ids.append(i)
+        if len(ids) == top:
+            break
+    return ids
+
+
+def _embeddings(module: PromptTuning) -> torch.Tensor:
+    return module.backbone.model.get_input_embeddings().weight.detach().float()
+
+
+def init_random(module: PromptTuning, generator: torch.Generator, rows: int) -> torch.Tensor:
+    """Uniform in [-init_range, init_range] (Lester et al.: 0.5)."""
+    r = module.hp.init_range
+    return torch.rand((rows, module.backbone.hidden_size), generator=generator) * 2 * r - r
+
+
+def init_vocab(module: PromptTuning, generator: torch.Generator, rows: int) -> torch.Tensor:
+    """Embeddings of tokens sampled (without replacement while they last) from the
+    ``init_vocab_top`` most frequent tokens."""
+    ids = torch.tensor(frequent_token_ids(module.backbone.tokenizer, module.hp.init_vocab_top))
+    rounds = max(1, -(-rows // len(ids)))
+    picks = torch.cat([torch.randperm(len(ids), generator=generator) for _ in range(rounds)])[:rows]
+    return _embeddings(module)[ids[picks]].clone()
+
+
+def init_class_label(module: PromptTuning, generator: torch.Generator, rows: int) -> torch.Tensor:
+    """Row i: the mean embedding of label i's verbalizer tokens, in label order; rows past the
+    labels are vocab-sampled. Choice tasks have no fixed labels: all rows vocab-sampled."""
+    task = module.task
+    if task.kind != "classification":
+        log.warning("method.init=class_label: task %s has no fixed labels; using init=vocab", task.name)
+        return init_vocab(module, generator, rows)
+    tok, emb = module.backbone.tokenizer, _embeddings(module)
+    # tokenized as in the answer slot (see TaskEncoder.encode)
+    labels = [
+        emb[tok(" " + task.verbalizer[label], add_special_tokens=False)["input_ids"]].mean(0) for label in task.labels
+    ]
+    label_rows = torch.stack(labels[:rows])
+    return torch.cat([label_rows, init_vocab(module, generator, rows - len(label_rows))])
+
+
+def init_text(module: PromptTuning, generator: torch.Generator, rows: int) -> torch.Tensor:
+    """The embeddings of ``init_text``'s tokens, repeated or truncated to the prompt length."""
+    ids = module.backbone.tokenizer(module.hp.init_text, add_special_tokens=False)["input_ids"]
+    return _embeddings(module)[[ids[i % len(ids)] for i in range(rows)]].clone()
+
+
+PROMPT_INITS = {"random": init_random, "vocab": init_vocab, "class_label": init_class_label, "text": init_text}
+
+
+class PromptTuning(AdaptationModule):
+    @classmethod
+    def check_supported(cls, cfg) -> None:
+        super().check_supported(cfg)
+        check_min(cfg.method, "prompt_length", 1)
+        check_choice("method.init", cfg.method.init, PROMPT_INITS)
+        if cfg.method.init == "text" and not cfg.method.init_text.strip():
+            raise ConfigError("method.init=text needs method.init_text (the string whose embeddings start the prompt)")
+        check_min(cfg.method, "init_vocab_top", 1)
+
+    def setup_method(self) -> None:
+        self.backbone.requires_grad_(self.hp.tune_lm)
+        generator = torch.Generator().manual_seed(self.cfg.seed)
+        self.prompt = nn.Parameter(PROMPT_INITS[self.hp.init](self, generator, self.hp.prompt_length))
+
+    def param_groups(self) -> list[dict]:
+        if not self.hp.tune_lm:
+            return super().param_groups()
+        rest = [p for name, p in self.named_parameters() if p.requires_grad and not name.startswith("backbone.")]
+        return [{"params": rest}, {"params": list(self.backbone.parameters()), "lr": self.hp.lm_lr}]
+
+    def virtual_tokens(self, batch_size: int) -> torch.Tensor:
+        return self.prompt.unsqueeze(0).expand(batch_size, -1, -1)
+
+    def save_peft(self, folder: Path) -> None:
+        """Write the prompt in PEFT's format (decoder-only models: ``PeftModel.from_pretrained``
+        onto the base model prepends the same virtual tokens)."""
+        from peft import PromptTuningConfig, TaskType
+        from safetensors.torch import save_file
+
+        if self.backbone.family != "decoder":
+            raise ConfigError("the PEFT export of a prompt is for decoder-only models (PEFT's CAUSAL_LM)")
+        config = PromptTuningConfig(
+            task_type=TaskType.CAUSAL_LM,
+            num_virtual_tokens=self.hp.prompt_length,
+            token_dim=self.backbone.hidden_size,
+            num_transformer_submodules=1,
+            base_model_name_or_path=self.backbone.model.name_or_path,
+        )
+        Path(folder).mkdir(parents=True, exist_ok=True)
+        config.save_pretrained(folder)
+        save_file({"prompt_embeddings": self.prompt.detach().contiguous()}, Path(folder) / "adapter_model.safetensors")

