@@ -14,7 +14,13 @@ import pytest
 from packaging.utils import canonicalize_name
 
 REPO = Path(__file__).resolve().parents[1]
-FAST = ["logger=none", "trainer.enable_progress_bar=false", "trainer.max_steps=2", "data.train_size=8", "data.eval_size=8"]
+FAST = [
+    "logger=none",
+    "trainer.enable_progress_bar=false",
+    "trainer.max_steps=2",
+    "data.train_size=8",
+    "data.eval_size=8",
+]
 
 
 @pytest.fixture(scope="module")

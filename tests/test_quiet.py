@@ -7,8 +7,8 @@ import subprocess
 import warnings
 
 import pytest
-from conftest import TRAIN_CLI
 
+from conftest import TRAIN_CLI
 from promptscale.quiet import KNOWN_NOTICES, silence_known_notices
 
 NOTICES = ("anonymous setting", "srun", "LeafSpec", "deprecated", "FutureWarning", "DeprecationWarning")
@@ -35,7 +35,9 @@ def test_only_the_listed_notices_are_silenced():
     with warnings.catch_warnings(record=True) as seen:
         warnings.simplefilter("always")
         silence_known_notices()
-        warnings.warn("The `srun` command is available on your system but is not used. HINT: …", UserWarning)
-        warnings.warn("something real went wrong", UserWarning)
+        warnings.warn(
+            "The `srun` command is available on your system but is not used. HINT: …", UserWarning, stacklevel=1
+        )
+        warnings.warn("something real went wrong", UserWarning, stacklevel=1)
     assert [str(w.message) for w in seen] == ["something real went wrong"]
     assert all(why for _, why in KNOWN_NOTICES)
