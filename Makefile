@@ -35,7 +35,7 @@ $(STAMP): $(LOCK) $(MODELS_LOCK) pyproject.toml
 lock:
 	test -x .venv-tools/bin/pip-compile || ($(PYTHON) -m venv .venv-tools && .venv-tools/bin/pip install --quiet "$(PIP_TOOLS)")
 	printf '%s\n' "$(TORCH_SPEC)" > .venv-tools/torch.txt
-	.venv-tools/bin/pip-compile --quiet --upgrade --extra dev --all-build-deps --generate-hashes --strip-extras \
+	CUSTOM_COMPILE_COMMAND="make lock" .venv-tools/bin/pip-compile --quiet --upgrade --extra dev --all-build-deps --generate-hashes --strip-extras \
 	  --no-emit-find-links --no-emit-index-url --unsafe-package torch -c .venv-tools/torch.txt -o $(LOCK) pyproject.toml
 	.venv-tools/bin/python tools/lock_models.py models.in $(MODELS_LOCK)
 
