@@ -140,7 +140,8 @@ CASES = [
     ("unknown-truncate-field", ["task.truncate=[nope]"], None, ConfigError, r"task\.truncate: \['nope'\] not fields of the records of .*train\.jsonl \(have premise, hypothesis\)"),
     ("negative-num-workers", ["data.num_workers=-1"], None, ConfigError, r"data\.num_workers must be >= 0, got -1"),
     ("unknown-logger-mode", ["logger.mode=bogus"], None, ConfigError, r"logger\.mode='bogus' is not one of online, offline, disabled"),
-    ("eval-split-without-labels", [], lambda root: strip_labels(root / "fewglue/RTE/val.jsonl"), DataError, r"RTE/val\.jsonl: 8 of 8 records have no label .*the eval split val needs labels"),
+    ("eval-split-without-labels", [], lambda root: strip_labels(root / "fewglue/RTE/val.jsonl"), DataError, r"RTE/val\.jsonl: 8 of 8 records have no label .*split val needs labels to be scored"),
+    ("train-split-without-labels", [], lambda root: strip_labels(rte(root)), DataError, r"RTE/train\.jsonl: 8 of 8 records have no label .*split train needs labels to be trained on"),
     ("choice-eval-split-without-labels", ["task=copa"], lambda root: strip_labels(root / "fewglue/COPA/val.jsonl"), DataError, r"COPA/val\.jsonl: 8 of 8 records have no label"),
     # item 15: keys no schema has, added with + (Hydra's own hint for an unknown key)
     ("plus-misspelt-method-key", ["+method.prompt_lenght=5"], None, ConfigError, r"unknown config key\(s\) method\.prompt_lenght"),
@@ -153,6 +154,7 @@ CASES = [
     ("prompt-longer-than-positions", ["method.prompt_length=600"], None, ConfigError, r"data\.max_length=256 \+ 600 \(method\.prompt_length\) = 856 positions, more than the 512 of model tiny-gpt2"),
     ("prefix-longer-than-positions", ["method=prefix_tuning", "method.prompt_length=300"], None, ConfigError, r"= 556 positions, more than the 512"),
     ("input-longer-than-positions", ["method=finetune", "data.max_length=600", "model=tiny-bert"], None, ConfigError, r"data\.max_length=600 = 600 positions, more than the 512 of model tiny-bert"),
+    ("cot-generation-past-positions", ["method=cot", "method.max_new_tokens=400"], None, ConfigError, r"data\.max_length=256 \+ 400 \(method\.max_new_tokens\) \+ 8 \(method\.answer_tokens\) = 664 positions"),
     ("max-length-leaves-no-answer", ["data.max_length=1"], None, ConfigError, r"data\.max_length=1 leaves no room for a prompt token and an answer token \(decoder models need >= 2\)"),
     ("max-length-leaves-no-answer-encoder", ["data.max_length=3", "model=tiny-bert", "method=finetune"], None, ConfigError, r"encoder models need >= 4"),
     ("max-length-leaves-no-choice", ["task=copa", "data.max_length=1"], None, ConfigError, r"data\.max_length=1 leaves no room"),

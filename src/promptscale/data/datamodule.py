@@ -138,12 +138,13 @@ class TaskDataModule(L.LightningDataModule):
                 )
 
     def check_labelled(self, examples: list[Example], split: str) -> None:
-        """Scoring needs gold answers: a split whose records have none is an error naming the file."""
+        """Training and scoring need gold answers: records without any are an error naming the file."""
         unlabelled = [e for e in examples if e.tags is None and e.label is None and not e.answers]
+        use = "trained on" if split == self.task.train_split and examples is self.train_examples else "scored"
         if unlabelled:
             raise DataError(
                 f"{self.split_path(split)}: {len(unlabelled)} of {len(examples)} records have no label (first:"
-                f" record {unlabelled[0].guid}); the eval split {split} needs labels to be scored"
+                f" record {unlabelled[0].guid}); split {split} needs labels to be {use}"
             )
 
     def _subsample(self, examples: list[Example], size, key: str) -> list[Example]:
@@ -192,7 +193,11 @@ class TaskDataModule(L.LightningDataModule):
         positions = max_positions(cfg.model)
         # methods whose prompt_length positions come before the input (a soft prompt, per-layer prefixes)
         extra = {"method.prompt_length": method.prompt_length} if method.name in PREFIX_METHODS else {}
+        if method.name == "cot" and family == "decoder":  # the generated rationale and answer follow the prompt
+            extra.update({"method.max_new_tokens": method.max_new_tokens, "method.answer_tokens": method.answer_tokens})
         self._check_positions(cfg, positions, extra)
+        if method.name not in ("icl", "cot"):  # the methods that train (ICL picks labelled demonstrations)
+            self.check_labelled(self.train_examples, self.task.train_split)
         tokenizer = None
         if self.task.kind == "classification" and method.head == "lm":
             tokenizer = load_tokenizer(cfg.model)
