@@ -136,7 +136,7 @@ CASES = [
     ("seed-too-large", ["seed=4294967296"], None, ConfigError, r"seed must be in 0\.\.4294967295"),
     ("unknown-dtype", ["model.dtype=nope"], None, ConfigError, r"model\.dtype='nope' is not a torch dtype"),
     ("dtype-not-a-dtype", ["model.dtype=nn"], None, ConfigError, r"model\.dtype='nn' is not a torch dtype"),
-    ("unknown-precision", ["trainer.precision=bogus"], None, ConfigError, r"trainer\.precision='bogus' is not one of 64, 32, 16, .*bf16-mixed"),
+    ("unknown-precision", ["trainer.precision=bogus"], None, ConfigError, r"trainer\.precision=.bogus. is not one of 64, 32, 16, transformer-engine, .*bf16-mixed, 32-true, 64-true, bf16$"),
     ("unknown-truncate-field", ["task.truncate=[nope]"], None, ConfigError, r"task\.truncate: \['nope'\] not fields of the records of .*train\.jsonl \(have premise, hypothesis\)"),
     ("negative-num-workers", ["data.num_workers=-1"], None, ConfigError, r"data\.num_workers must be >= 0, got -1"),
     ("unknown-logger-mode", ["logger.mode=bogus"], None, ConfigError, r"logger\.mode='bogus' is not one of online, offline, disabled"),

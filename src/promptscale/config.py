@@ -418,4 +418,5 @@ def check_precision(value) -> None:
 
     accepted = [v for alias in typing.get_args(_PRECISION_INPUT) for v in typing.get_args(alias)]
     if value not in accepted:
-        raise ConfigError(f"trainer.precision={value!r} is not one of {', '.join(map(str, accepted))}")
+        names = dict.fromkeys(str(v) for v in accepted)
+        raise ConfigError(f"trainer.precision={value!r} is not one of {', '.join(names)}")

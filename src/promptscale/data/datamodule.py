@@ -137,10 +137,9 @@ class TaskDataModule(L.LightningDataModule):
                     f"task.reader_options.{name}={value!r} should be {kind.__name__}, got {type(value).__name__}"
                 )
 
-    def check_labelled(self, examples: list[Example], split: str) -> None:
+    def check_labelled(self, examples: list[Example], split: str, use: str) -> None:
         """Training and scoring need gold answers: records without any are an error naming the file."""
         unlabelled = [e for e in examples if e.tags is None and e.label is None and not e.answers]
-        use = "trained on" if split == self.task.train_split and examples is self.train_examples else "scored"
         if unlabelled:
             raise DataError(
                 f"{self.split_path(split)}: {len(unlabelled)} of {len(examples)} records have no label (first:"
@@ -172,7 +171,7 @@ class TaskDataModule(L.LightningDataModule):
             evaluation = evaluation[: self.data.eval_limit]
         self.train_examples = self._subsample(train, self.data.train_size, "train_size")
         self.eval_examples = self._subsample(evaluation, self.data.eval_size, "eval_size")
-        self.check_labelled(self.eval_examples, self.eval_split)
+        self.check_labelled(self.eval_examples, self.eval_split, "scored")
 
     def check_fit(self, cfg) -> None:
         """Prompt + demonstrations + answer slot against data.max_length and the model's positions
@@ -197,7 +196,7 @@ class TaskDataModule(L.LightningDataModule):
             extra.update({"method.max_new_tokens": method.max_new_tokens, "method.answer_tokens": method.answer_tokens})
         self._check_positions(cfg, positions, extra)
         if method.name not in ("icl", "cot"):  # the methods that train (ICL picks labelled demonstrations)
-            self.check_labelled(self.train_examples, self.task.train_split)
+            self.check_labelled(self.train_examples, self.task.train_split, "trained on")
         tokenizer = None
         if self.task.kind == "classification" and method.head == "lm":
             tokenizer = load_tokenizer(cfg.model)
