@@ -137,6 +137,8 @@ CASES = [
     ("unknown-dtype", ["model.dtype=nope"], None, ConfigError, r"model\.dtype='nope' is not a torch dtype"),
     ("dtype-not-a-dtype", ["model.dtype=nn"], None, ConfigError, r"model\.dtype='nn' is not a torch dtype"),
     ("unknown-precision", ["trainer.precision=bogus"], None, ConfigError, r"trainer\.precision=.bogus. is not one of 64, 32, 16, transformer-engine, .*bf16-mixed, 32-true, 64-true, bf16$"),
+    ("unknown-accelerator", ["trainer.accelerator=bogus"], None, ConfigError, r"trainer\.accelerator='bogus' is not one of auto, gpu, cpu"),
+    ("unknown-strategy", ["trainer.strategy=nope"], None, ConfigError, r"trainer\.strategy='nope' is not one of auto, ddp, .*, \.\.\. \d+ more$"),
     ("unknown-truncate-field", ["task.truncate=[nope]"], None, ConfigError, r"task\.truncate: \['nope'\] not fields of the records of .*train\.jsonl \(have premise, hypothesis\)"),
     ("negative-num-workers", ["data.num_workers=-1"], None, ConfigError, r"data\.num_workers must be >= 0, got -1"),
     ("unknown-logger-mode", ["logger.mode=bogus"], None, ConfigError, r"logger\.mode='bogus' is not one of online, offline, disabled"),
@@ -276,3 +278,13 @@ def test_accepted_values_still_run_past_the_checks(data_copy):
         ["task=conll", "task.name=mine"],
     ):
         validate(compose([*FAST, f"data.dir={data_copy}", *overrides]))
+
+
+@pytest.mark.skipif(__import__("torch").cuda.is_available(), reason="this machine has CUDA")
+def test_an_accelerator_this_machine_lacks(sample_data, no_model):
+    from promptscale.config import validate
+    from promptscale.train import compose
+
+    for accelerator in ("cuda", "gpu"):
+        with pytest.raises(ConfigError, match=rf"trainer\.accelerator={accelerator}: not available on this machine"):
+            validate(compose([f"data.dir={sample_data}", f"trainer.accelerator={accelerator}"]))

@@ -15,7 +15,7 @@ from typing import Any, Optional
 from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING, ListConfig, OmegaConf
 
-from promptscale.errors import ConfigError, check_choice, check_min
+from promptscale.errors import ConfigError, check_choice, check_min, listing
 
 TASK_KINDS = ("classification", "choice", "tagging")
 FAMILIES = ("encoder", "encdec", "decoder")
@@ -345,6 +345,7 @@ def validate(cfg) -> None:
     check_min(data, "num_workers", 0, where="data")
     check_dtype(model.dtype)
     check_precision(cfg.trainer.precision)
+    check_accelerator(cfg.trainer)
     for key in ("train_size", "eval_size", "eval_limit"):
         if data[key] is not None and data[key] < 1:
             raise ConfigError(f"data.{key} must be >= 1 or null, got {data[key]}")
@@ -419,4 +420,26 @@ def check_precision(value) -> None:
     accepted = [v for alias in typing.get_args(_PRECISION_INPUT) for v in typing.get_args(alias)]
     if value not in accepted:
         names = dict.fromkeys(str(v) for v in accepted)
-        raise ConfigError(f"trainer.precision={value!r} is not one of {', '.join(names)}")
+        raise ConfigError(f"trainer.precision={value!r} is not one of {listing(names, limit=20, quote=False)}")
+
+
+def check_accelerator(trainer) -> None:
+    """ConfigError for a ``trainer.accelerator`` or ``trainer.strategy`` Lightning does not know,
+    or an accelerator this machine lacks (Lightning would say so only after the model loads)."""
+    from lightning.pytorch.accelerators import AcceleratorRegistry
+    from lightning.pytorch.strategies import StrategyRegistry
+
+    names = ["auto", "gpu", *sorted(AcceleratorRegistry.available_accelerators())]
+    check_choice("trainer.accelerator", trainer.accelerator, names)
+    entry = AcceleratorRegistry[trainer.accelerator] if trainer.accelerator in AcceleratorRegistry else {}
+    gpus = (
+        [AcceleratorRegistry[name]["accelerator"] for name in ("cuda", "mps")] if trainer.accelerator == "gpu" else []
+    )
+    if (
+        "accelerator" in entry
+        and not entry["accelerator"].is_available()
+        or gpus
+        and not any(g.is_available() for g in gpus)
+    ):
+        raise ConfigError(f"trainer.accelerator={trainer.accelerator}: not available on this machine")
+    check_choice("trainer.strategy", trainer.strategy, ["auto", *StrategyRegistry.available_strategies()])

@@ -16,18 +16,11 @@ from pathlib import Path
 from typing import Any
 
 from promptscale.data.example import Example
-from promptscale.errors import DataError
+from promptscale.errors import DataError, listing
 
 BOOL_LABELS = ["False", "True"]
 PLACEHOLDER = "@placeholder"
 _PUNCT = "\"'.,;:!?()[]{}`"
-
-
-def listing(items, limit: int = 12) -> str:
-    """``items`` for an error message, at most ``limit`` of them (a message stays one short line)."""
-    items = list(items)
-    shown = ", ".join(map(repr, items[:limit]))
-    return f"[{shown}, ... {len(items) - limit} more]" if len(items) > limit else f"[{shown}]"
 
 
 def iter_lines(path: Path) -> Iterator[tuple[int, str]]:
@@ -82,7 +75,7 @@ def _label(raw: Any, labels: list[str], where: str) -> int | None:
     if raw is None or (type(raw) is int and raw == -1):
         return None
     if str(raw) not in labels:
-        raise DataError(f"{where}: label {str(raw)!r} is not one of {listing(labels)}")
+        raise DataError(f"{where}: label {str(raw)!r} is not one of [{listing(labels)}]")
     return labels.index(str(raw))
 
 
@@ -317,7 +310,7 @@ def read_conll(path: Path, labels: list[str] | None = None, tag_column: int = -1
             if prev == "O" or prev[2:] != tag[2:]:
                 tag = "B-" + tag[2:]
         if labels and tag not in labels:
-            raise DataError(f"{where}: tag {tag!r} is not one of {listing(labels)}")
+            raise DataError(f"{where}: tag {tag!r} is not one of [{listing(labels)}]")
         if not tokens:
             first = lineno
         tokens.append(cols[0])
