@@ -31,7 +31,12 @@ def _hub_export(task, split: str) -> Path:
             f"task {task.name}: set data.dir (or PROMPTSCALE_DATA_DIR); it has no hub copy in its reader's layout"
         )
     hub_split = task.hub.splits.get(split, split)
-    target = cache_root() / "hub" / fingerprint([task.hub.path, task.hub.name, hub_split]) / task.files[split]
+    target = (
+        cache_root()
+        / "hub"
+        / fingerprint([task.hub.path, task.hub.name, hub_split, "tab-separated"])
+        / task.files[split]
+    )
     if not target.exists():
         ds = datasets.load_dataset(task.hub.path, task.hub.name, split=hub_split)
         target.parent.mkdir(parents=True, exist_ok=True)
@@ -40,7 +45,8 @@ def _hub_export(task, split: str) -> Path:
             if task.kind == "tagging":
                 names = ds.features["ner_tags"].feature.names
                 for record in ds:
-                    out.writelines(f"{tok} {names[tag]}\n" for tok, tag in zip(record["tokens"], record["ner_tags"]))
+                    # tab-separated: a token may hold a space (read_conll splits a line with a tab at tabs)
+                    out.writelines(f"{tok}\t{names[tag]}\n" for tok, tag in zip(record["tokens"], record["ner_tags"]))
                     out.write("\n")
             else:
                 named = {k: f for k, f in ds.features.items() if isinstance(f, datasets.ClassLabel)}
