@@ -8,6 +8,7 @@ from collections import Counter, defaultdict
 from pathlib import Path
 
 import pytest
+from omegaconf import OmegaConf
 
 from promptscale.data.readers import READERS
 from promptscale.data.samples import main, write_samples
@@ -332,3 +333,107 @@ def test_missing_file(tmp_path, task):
     path = tmp_path / "nowhere" / "val.jsonl"
     with pytest.raises(DataError, match=re.escape(f"{path}: file not found")):
         READERS[task](path, None)
+
+
+# ---- issue 13: bad bytes, shifted columns, columns that hold no tags ------------------------------
+
+
+@pytest.mark.parametrize("task", sorted(READERS))
+def test_bytes_that_are_not_utf8_name_file_and_line(tmp_path, task):
+    path = tmp_path / "data.txt"
+    path.write_bytes(b"Ann NNP I-NP B-PER\n" if task == "conll" else b"\n")
+    path.write_bytes(path.read_bytes() + b"Caf\xe9 NNP I-NP O\n")
+    with pytest.raises(DataError, match=r"data\.txt:2: not UTF-8 text \(byte 0xe9 at column 4\)"):
+        READERS[task](path, None)
+
+
+def test_a_utf8_byte_order_mark_is_not_part_of_the_first_record(tmp_path):
+    path = tmp_path / "data.jsonl"
+    path.write_bytes(b'\xef\xbb\xbf{"premise": "a", "hypothesis": "b", "label": "entailment"}\n')
+    assert READERS["rte"](path, None)[0].fields == {"premise": "a", "hypothesis": "b"}
+
+
+def test_conll_nonbreaking_space_stays_inside_the_token(tmp_path):
+    path = write(tmp_path, "New\u00a0York NNP B-NP B-LOC\nis VBZ B-VP O\n")
+    (example,) = READERS["conll"](path, NER)
+    assert example.tokens == ["New\u00a0York", "is"] and example.tags == ["B-LOC", "O"]
+
+
+def test_conll_tab_separated_tokens_may_hold_spaces(tmp_path):
+    path = write(tmp_path, "New York\tNNP\tB-LOC\nis\tVBZ\tO\n\nHi \tUH\tO\n")
+    first, second = READERS["conll"](path, NER)
+    assert first.tokens == ["New York", "is"] and first.tags == ["B-LOC", "O"]
+    assert second.tokens == ["Hi"]
+
+
+@pytest.mark.parametrize(
+    "text,tag_column,message",
+    [
+        ("Ann NNP B-NP B-PER\nNew York NNP B-NP B-LOC\n", -1, r"x\.txt:2: 5 columns where the lines before have 4"),
+        ("Ann NNP B-NP B-PER\nLee NNP I-NP\n", -1, r"x\.txt:2: 3 columns where the lines before have 4"),
+        ("Ann\tNNP\tB-PER\nLee\tNNP\n", -1, r"x\.txt:2: 2 columns where the lines before have 3"),
+        ("Ann NNP B-NP B-PER\n", 1, r"x\.txt:1: column 1 holds 'NNP', not a tag of the IOB scheme \(O, B-X, I-X\)"),
+        ("Ann NNP B-NP B-PER\n", 0, r"x\.txt:1: column 0 holds 'Ann', not a tag of the IOB scheme"),
+        ("Ann NNP B-NP S-PER\n", -1, r"x\.txt:1: column -1 holds 'S-PER'"),
+        ("Ann NNP B-NP I-\n", -1, r"x\.txt:1: column -1 holds 'I-'"),
+    ],
+)
+def test_conll_column_and_tag_scheme_errors(tmp_path, text, tag_column, message):
+    path = write(tmp_path, text, name="x.txt")
+    with pytest.raises(DataError, match=message):
+        READERS["conll"](path, None, tag_column=tag_column)
+
+
+def test_error_listings_are_capped(tmp_path):
+    labels = ["O", *(f"B-T{i}" for i in range(500))]
+    path = write(tmp_path, "Ann NNP B-NP B-PER\n", name="x.txt")
+    with pytest.raises(DataError) as info:
+        READERS["conll"](path, labels)
+    assert len(str(info.value)) < 300 and "489 more" in str(info.value)
+    records = jsonl(tmp_path, {"premise": "a", "hypothesis": "b", "label": "maybe"})
+    with pytest.raises(DataError) as info:
+        READERS["rte"](records, [f"L{i}" for i in range(100)])
+    assert len(str(info.value)) < 300 and "88 more" in str(info.value)
+
+
+def conll_task(tmp_path, **files):
+    """A generic CoNLL task over ``files`` (split -> text) in tmp_path/data/mine."""
+    from promptscale.train import compose
+
+    folder = tmp_path / "data" / "mine"
+    folder.mkdir(parents=True)
+    for split, text in files.items():
+        (folder / f"{split}.txt").write_text(text)
+    return compose(["task=conll", "task.name=mine", "task.folder=mine", f"data.dir={tmp_path / 'data'}"])
+
+
+def test_generic_conll_tag_set_comes_from_every_split_the_run_uses(tmp_path):
+    from promptscale.data.datamodule import TaskDataModule
+
+    cfg = conll_task(tmp_path, train="Ann B-NP\n", valid="Lee B-LST\nmore I-LST\n", test="x O\n")
+    data = TaskDataModule(cfg.task, cfg.data, seed=0)
+    data.read()
+    assert list(cfg.task.labels) == ["O", "B-LST", "B-NP", "I-LST"]
+    assert data.eval_examples[0].tags == ["B-LST", "I-LST"]
+
+
+def test_eval_limit_takes_the_first_records_whatever_the_seed(sample_data):
+    from promptscale.data.datamodule import TaskDataModule
+    from promptscale.results import config_hash
+    from promptscale.train import compose
+
+    def eval_guids(seed: int, *overrides) -> list[str]:
+        cfg = compose([f"data.dir={sample_data}", *overrides])
+        data = TaskDataModule(cfg.task, cfg.data, seed)
+        data.read()
+        return [e.guid for e in data.eval_examples]
+
+    everything = eval_guids(0)
+    assert eval_guids(0, "data.eval_limit=5") == eval_guids(7, "data.eval_limit=5") == everything[:5]
+    # eval_size then samples (seeded) from those first records
+    assert set(eval_guids(3, "data.eval_limit=10", "data.eval_size=4")) < set(everything[:10])
+    hashes = {
+        config_hash(OmegaConf.to_container(compose(list(o)), resolve=True))
+        for o in ([], ["data.eval_limit=5"], ["data.eval_size=5"])
+    }
+    assert len(hashes) == 3

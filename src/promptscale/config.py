@@ -7,17 +7,21 @@ are validated in :func:`validate`, still before any model is loaded.
 
 from __future__ import annotations
 
+import dataclasses
+import typing
 from dataclasses import dataclass, field
 from typing import Any, Optional
 
 from hydra.core.config_store import ConfigStore
-from omegaconf import MISSING
+from omegaconf import MISSING, ListConfig, OmegaConf
 
-from promptscale.errors import ConfigError, check_choice, check_min
+from promptscale.errors import ConfigError, check_choice, check_min, listing
 
 TASK_KINDS = ("classification", "choice", "tagging")
 FAMILIES = ("encoder", "encdec", "decoder")
 MODEL_SOURCES = ("hub", "tiny", "smollm2")
+LOGGER_MODES = ("online", "offline", "disabled")
+SEED_MAX = 2**32 - 1  # numpy's seeds are unsigned 32-bit
 
 
 @dataclass
@@ -70,6 +74,8 @@ class DataConfig:
     dir: Optional[str] = "${oc.env:PROMPTSCALE_DATA_DIR,null}"
     train_size: Optional[int] = None
     eval_size: Optional[int] = None
+    # the first N records of the eval split (lm-eval's --limit); applied before eval_size's seeded sample
+    eval_limit: Optional[int] = None
     eval_split: Optional[str] = None
     max_length: int = 256
     batch_size: int = 8
@@ -318,6 +324,9 @@ def validate(cfg) -> None:
     """Checks that need more than one group; raises ConfigError with one line."""
     from promptscale.methods import method_class
 
+    missing = sorted(OmegaConf.missing_keys(cfg))
+    if missing:
+        raise ConfigError(f"{', '.join(missing)}: no value set (a YAML marks it ??? for you to set)")
     task, model, method, data = cfg.task, cfg.model, cfg.method, cfg.data
     check_choice("task.kind", task.kind, TASK_KINDS)
     check_choice("model.family", model.family, FAMILIES)
@@ -329,7 +338,15 @@ def validate(cfg) -> None:
     check_choice("logger.kind", cfg.logger.kind, ("wandb", "csv", "none"))
     for key in ("max_length", "batch_size", "eval_batch_size"):
         check_min(data, key, 1, where="data")
-    for key in ("train_size", "eval_size"):
+    check_keys(cfg)
+    check_choice("logger.mode", cfg.logger.mode, LOGGER_MODES)
+    if not 0 <= cfg.seed <= SEED_MAX:
+        raise ConfigError(f"seed must be in 0..{SEED_MAX} (numpy's range), got {cfg.seed}")
+    check_min(data, "num_workers", 0, where="data")
+    check_dtype(model.dtype)
+    check_precision(cfg.trainer.precision)
+    check_accelerator(cfg.trainer)
+    for key in ("train_size", "eval_size", "eval_limit"):
         if data[key] is not None and data[key] < 1:
             raise ConfigError(f"data.{key} must be >= 1 or null, got {data[key]}")
     if method.lr <= 0:
@@ -348,3 +365,81 @@ def validate(cfg) -> None:
         raise ConfigError(
             f"task {task.name}: a [MASK] slot inside the template is for masked LMs, not {model.family} models"
         )
+
+
+def unknown_keys(node, schema, prefix: str = "") -> list[str]:
+    """Dotted keys of ``node`` that no field of the dataclass ``schema`` has, nested dataclasses
+    included (free-form dicts such as ``task.files`` or ``model.arch_kwargs`` hold any key)."""
+    hints = typing.get_type_hints(schema)
+    found: list[str] = []
+    for key in node:
+        if key in hints:
+            found += _unknown_in(node[key], hints[key], f"{prefix}{key}")
+        else:
+            found.append(f"{prefix}{key}")
+    return found
+
+
+def _unknown_in(value, hint, where: str) -> list[str]:
+    args = [a for a in typing.get_args(hint) if a is not type(None)]
+    if typing.get_origin(hint) is typing.Union:  # Optional[X]
+        return _unknown_in(value, args[0], where)
+    if value is None:
+        return []
+    if dataclasses.is_dataclass(hint):
+        return unknown_keys(value, hint, where + ".") if hasattr(value, "keys") else []
+    if typing.get_origin(hint) is list and isinstance(value, typing.Sequence | ListConfig):
+        return [k for i, v in enumerate(value) for k in _unknown_in(v, args[0], f"{where}[{i}]")]
+    if typing.get_origin(hint) is dict and hasattr(value, "keys"):
+        return [k for name, v in value.items() for k in _unknown_in(v, args[1], f"{where}.{name}")]
+    return []
+
+
+def check_keys(cfg) -> None:
+    """ConfigError for a key no schema has. Hydra refuses ``method.prompt_lenght=5`` itself, but
+    ``+method.prompt_lenght=5`` (its own hint for an unknown key) adds it whatever the schema."""
+    unknown = [key for key in unknown_keys(cfg, TrainConfig) if not key.startswith("method.")]
+    if cfg.method.name in METHOD_SCHEMAS:  # else method_class names the unknown method
+        unknown += unknown_keys(cfg.method, METHOD_SCHEMAS[cfg.method.name], "method.")
+    if unknown:
+        shown = ", ".join(unknown[:5]) + (f" and {len(unknown) - 5} more" if len(unknown) > 5 else "")
+        raise ConfigError(f"unknown config key(s) {shown}: no such setting (misspelt?)")
+
+
+def check_dtype(name: str) -> None:
+    import torch
+
+    if not isinstance(getattr(torch, name, None), torch.dtype):
+        raise ConfigError(f"model.dtype={name!r} is not a torch dtype (e.g. float32, bfloat16, float16)")
+
+
+def check_precision(value) -> None:
+    """ConfigError unless Lightning accepts ``value`` as ``trainer.precision``."""
+    from lightning.fabric.connector import _PRECISION_INPUT  # Lightning's own list of accepted values
+
+    accepted = [v for alias in typing.get_args(_PRECISION_INPUT) for v in typing.get_args(alias)]
+    if value not in accepted:
+        names = dict.fromkeys(str(v) for v in accepted)
+        raise ConfigError(f"trainer.precision={value!r} is not one of {listing(names, limit=20, quote=False)}")
+
+
+def check_accelerator(trainer) -> None:
+    """ConfigError for a ``trainer.accelerator`` or ``trainer.strategy`` Lightning does not know,
+    or an accelerator this machine lacks (Lightning would say so only after the model loads)."""
+    from lightning.pytorch.accelerators import AcceleratorRegistry
+    from lightning.pytorch.strategies import StrategyRegistry
+
+    names = ["auto", "gpu", *sorted(AcceleratorRegistry.available_accelerators())]
+    check_choice("trainer.accelerator", trainer.accelerator, names)
+    entry = AcceleratorRegistry[trainer.accelerator] if trainer.accelerator in AcceleratorRegistry else {}
+    gpus = (
+        [AcceleratorRegistry[name]["accelerator"] for name in ("cuda", "mps")] if trainer.accelerator == "gpu" else []
+    )
+    if (
+        "accelerator" in entry
+        and not entry["accelerator"].is_available()
+        or gpus
+        and not any(g.is_available() for g in gpus)
+    ):
+        raise ConfigError(f"trainer.accelerator={trainer.accelerator}: not available on this machine")
+    check_choice("trainer.strategy", trainer.strategy, ["auto", *StrategyRegistry.available_strategies()])

@@ -13,6 +13,13 @@ class DataError(PromptscaleError):
     """A missing split file, a malformed line or a label outside the task's set (file and line named)."""
 
 
+def listing(items, limit: int = 12, quote: bool = True) -> str:
+    """``items`` for an error message, at most ``limit`` of them, so that a message stays one short line."""
+    items = [repr(i) if quote else str(i) for i in items]
+    shown = ", ".join(items[:limit])
+    return f"{shown}, ... {len(items) - limit} more" if len(items) > limit else shown
+
+
 def check_min(node, key: str, minimum, where: str = "method") -> None:
     """ConfigError unless ``node[key] >= minimum`` (named ``where.key`` in the message)."""
     if node[key] < minimum:
@@ -22,4 +29,4 @@ def check_min(node, key: str, minimum, where: str = "method") -> None:
 def check_choice(what: str, value, allowed) -> None:
     """ConfigError unless ``value`` is one of ``allowed``."""
     if value not in allowed:
-        raise ConfigError(f"{what}={value!r} is not one of {', '.join(map(str, allowed))}")
+        raise ConfigError(f"{what}={value!r} is not one of {listing(allowed, quote=False)}")

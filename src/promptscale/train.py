@@ -175,6 +175,7 @@ def make_logger(cfg, out_dir: Path, config: dict, secrets: list[str] | None = No
                 project=cfg.logger.project,
                 save_dir=str(out_dir),
                 offline=cfg.logger.mode == "offline",
+                **({"mode": "disabled"} if cfg.logger.mode == "disabled" else {}),
                 group=redact(cfg.logger.group or cfg.experiment, secrets),
                 tags=redact([*cfg.logger.tags, cfg.method.name, cfg.model.name, cfg.task.name], secrets),
                 config=redact(config, secrets),
@@ -226,6 +227,7 @@ def run(cfg: DictConfig, out_dir: Path, results_file: Path, keep_backbone: bool 
     from promptscale.methods import method_class
 
     method_class(cfg.method.name).check_data(cfg, data)
+    data.check_fit(cfg)
     secrets = secret_values(config=config)
     try:
         record = _train(cfg, data, out_dir, config, key, secrets, keep_backbone, callbacks)

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import dataclasses
+import inspect
 import json
 import random
+import typing
 from pathlib import Path
 
 import lightning as L
@@ -29,7 +31,12 @@ def _hub_export(task, split: str) -> Path:
             f"task {task.name}: set data.dir (or PROMPTSCALE_DATA_DIR); it has no hub copy in its reader's layout"
         )
     hub_split = task.hub.splits.get(split, split)
-    target = cache_root() / "hub" / fingerprint([task.hub.path, task.hub.name, hub_split]) / task.files[split]
+    target = (
+        cache_root()
+        / "hub"
+        / fingerprint([task.hub.path, task.hub.name, hub_split, "tab-separated"])
+        / task.files[split]
+    )
     if not target.exists():
         ds = datasets.load_dataset(task.hub.path, task.hub.name, split=hub_split)
         target.parent.mkdir(parents=True, exist_ok=True)
@@ -38,7 +45,8 @@ def _hub_export(task, split: str) -> Path:
             if task.kind == "tagging":
                 names = ds.features["ner_tags"].feature.names
                 for record in ds:
-                    out.writelines(f"{tok} {names[tag]}\n" for tok, tag in zip(record["tokens"], record["ner_tags"]))
+                    # tab-separated: a token may hold a space (read_conll splits a line with a tab at tabs)
+                    out.writelines(f"{tok}\t{names[tag]}\n" for tok, tag in zip(record["tokens"], record["ner_tags"]))
                     out.write("\n")
             else:
                 named = {k: f for k, f in ds.features.items() if isinstance(f, datasets.ClassLabel)}
@@ -48,6 +56,10 @@ def _hub_export(task, split: str) -> Path:
                     out.write(json.dumps(record) + "\n")
         tmp.rename(target)
     return target
+
+
+# methods whose method.prompt_length positions go before the input
+PREFIX_METHODS = ("prompt_tuning", "prefix_tuning", "ptuning_v2")
 
 
 class SeededSampler(torch.utils.data.Sampler):
@@ -107,7 +119,38 @@ class TaskDataModule(L.LightningDataModule):
             raise DataError(f"{path}: split {split} has no records")
         if self.task.kind != "tagging":
             check_template(self.task, examples[0], str(path))
+            missing = [name for name in self.task.truncate if name not in examples[0].fields]
+            if missing:
+                raise ConfigError(
+                    f"task.truncate: {missing} not fields of the records of {path} (have {', '.join(examples[0].fields)})"
+                )
         return examples
+
+    def check_reader_options(self) -> None:
+        """task.reader_options against the reader's keyword arguments and their types (one line)."""
+        reader = READERS[self.task.reader]
+        params = list(inspect.signature(reader).parameters)[2:]  # after (path, labels)
+        hints = typing.get_type_hints(reader)
+        for name, value in self.task.reader_options.items():
+            if name not in params:
+                raise ConfigError(
+                    f"task.reader_options.{name}: reader {self.task.reader} has no such option"
+                    f" (its options: {', '.join(params) or 'none'})"
+                )
+            kind = hints.get(name)
+            if isinstance(kind, type) and not (isinstance(value, kind) and not isinstance(value, bool)):
+                raise ConfigError(
+                    f"task.reader_options.{name}={value!r} should be {kind.__name__}, got {type(value).__name__}"
+                )
+
+    def check_labelled(self, examples: list[Example], split: str, use: str) -> None:
+        """Training and scoring need gold answers: records without any are an error naming the file."""
+        unlabelled = [e for e in examples if e.tags is None and e.label is None and not e.answers]
+        if unlabelled:
+            raise DataError(
+                f"{self.split_path(split)}: {len(unlabelled)} of {len(examples)} records have no label (first:"
+                f" record {unlabelled[0].guid}); split {split} needs labels to be {use}"
+            )
 
     def _subsample(self, examples: list[Example], size, key: str) -> list[Example]:
         if size is None:
@@ -120,12 +163,75 @@ class TaskDataModule(L.LightningDataModule):
         """Read and check both splits (no model needed, so bad data fails before loading one)."""
         if self.task.reader not in READERS:
             raise ConfigError(f"task.reader={self.task.reader!r} is not one of {', '.join(READERS)}")
+        self.check_reader_options()
         train = self.read_split(self.task.train_split)
-        if self.task.kind == "tagging" and not self.task.labels:  # generic CoNLL: tag set from train
-            tags = sorted({t for e in train for t in e.tags} - {"O"})
+        evaluation = self.read_split(self.eval_split)
+        if self.task.kind == "tagging" and not self.task.labels:  # generic CoNLL: tags of every split read
+            tags = sorted({t for e in train + evaluation for t in e.tags} - {"O"})
             self.task.labels = ["O", *tags]
+        if self.data.eval_limit is not None:
+            if self.data.eval_limit > len(evaluation):
+                raise ConfigError(
+                    f"data.eval_limit={self.data.eval_limit} is larger than the split ({len(evaluation)} records)"
+                )
+            evaluation = evaluation[: self.data.eval_limit]
         self.train_examples = self._subsample(train, self.data.train_size, "train_size")
-        self.eval_examples = self._subsample(self.read_split(self.eval_split), self.data.eval_size, "eval_size")
+        self.eval_examples = self._subsample(evaluation, self.data.eval_size, "eval_size")
+        self.check_labelled(self.eval_examples, self.eval_split, "scored")
+
+    def check_fit(self, cfg) -> None:
+        """Prompt + demonstrations + answer slot against data.max_length and the model's positions
+        (read from its config, no weights); ConfigError with the numbers. Only the tokenizer is
+        loaded, and only where the count needs one (verbalizers, ICL demonstrations)."""
+        from promptscale.models import load_tokenizer, max_positions
+
+        family, max_length, method = cfg.model.family, self.data.max_length, cfg.method
+        n_special = {"encoder": 2, "encdec": 1, "decoder": 0}[family]
+        # a prompt token and (but on T5, whose answer is its target) an answer token, a candidate
+        # keeping at most half the input (TaskEncoder.encode)
+        least = n_special + 1 if self.task.kind == "tagging" else max(2, n_special + 1 + (family != "encdec"))
+        if max_length < least:
+            what = "a token" if self.task.kind == "tagging" else "a prompt token and an answer token"
+            raise ConfigError(
+                f"data.max_length={max_length} leaves no room for {what} ({family} models need >= {least})"
+            )
+        positions = max_positions(cfg.model)
+        # methods whose prompt_length positions come before the input (a soft prompt, per-layer prefixes)
+        extra = {"method.prompt_length": method.prompt_length} if method.name in PREFIX_METHODS else {}
+        if method.name == "cot" and family == "decoder":  # the generated rationale and answer follow the prompt
+            extra.update({"method.max_new_tokens": method.max_new_tokens, "method.answer_tokens": method.answer_tokens})
+        self._check_positions(cfg, positions, extra)
+        if method.name not in ("icl", "cot"):  # the methods that train (ICL picks labelled demonstrations)
+            self.check_labelled(self.train_examples, self.task.train_split, "trained on")
+        tokenizer = None
+        if self.task.kind == "classification" and method.head == "lm":
+            tokenizer = load_tokenizer(cfg.model)
+            cap = max_length // 2
+            words = [self.task.verbalizer[label] for label in self.task.labels]
+            kept = {tuple(tokenizer(" " + w, add_special_tokens=False)["input_ids"][:cap]) for w in words}
+            if len(kept) < len(words):
+                raise ConfigError(
+                    f"data.max_length={max_length}: the answer slot keeps {cap} token(s) of each verbalizer,"
+                    f" too few to tell {words} apart; raise data.max_length"
+                )
+        if method.name == "icl" and method.shots and positions is not None:
+            from promptscale.methods.icl import demonstration_text, pick_demonstrations
+
+            encoder = TaskEncoder(self.task, tokenizer or load_tokenizer(cfg.model), family, max_length)
+            demos = pick_demonstrations(self.train_examples, method.shots, method.selection, self.seed)
+            extra["method.shots"] = len(encoder.ids(demonstration_text(encoder, demos)))
+            self._check_positions(cfg, positions, extra)
+
+    def _check_positions(self, cfg, positions: int | None, extra: dict[str, int]) -> None:
+        need = self.data.max_length + sum(extra.values())
+        if positions is not None and need > positions:
+            parts = "".join(
+                f" + {n} ({'demonstrations' if what == 'method.shots' else what})" for what, n in extra.items()
+            )
+            raise ConfigError(
+                f"data.max_length={self.data.max_length}{parts} = {need} positions, more than the {positions}"
+                f" of model {cfg.model.name}; lower data.max_length{' or ' + ' or '.join(extra) if extra else ''}"
+            )
 
     def attach(self, tokenizer, family: str, head: str) -> None:
         self.tokenizer, self.family, self.head = tokenizer, family, head

@@ -16,31 +16,44 @@ from pathlib import Path
 from typing import Any
 
 from promptscale.data.example import Example
-from promptscale.errors import DataError
+from promptscale.errors import DataError, listing
 
 BOOL_LABELS = ["False", "True"]
 PLACEHOLDER = "@placeholder"
 _PUNCT = "\"'.,;:!?()[]{}`"
 
 
-def iter_jsonl(path: Path) -> Iterator[tuple[int, dict]]:
-    """Yield ``(line_number, record)`` for each non-blank line of a jsonl file."""
+def iter_lines(path: Path) -> Iterator[tuple[int, str]]:
+    """Yield ``(line_number, text)`` of a UTF-8 text file; DataError naming the line of a byte
+    that is not UTF-8 (decoded line by line, so the error can say where)."""
     path = Path(path)
     try:
-        handle = path.open(encoding="utf-8")
+        handle = path.open("rb")
     except FileNotFoundError:
         raise DataError(f"{path}: file not found") from None
     with handle:
-        for lineno, line in enumerate(handle, start=1):
-            if not line.strip():
-                continue
+        for lineno, raw in enumerate(handle, start=1):
             try:
-                record = json.loads(line)
-            except json.JSONDecodeError as err:
-                raise DataError(f"{path}:{lineno}: malformed JSON: {err.msg} (column {err.colno})") from None
-            if not isinstance(record, dict):
-                raise DataError(f"{path}:{lineno}: expected a JSON object, got {type(record).__name__}")
-            yield lineno, record
+                yield lineno, raw.decode("utf-8-sig" if lineno == 1 else "utf-8")
+            except UnicodeDecodeError as err:
+                raise DataError(
+                    f"{path}:{lineno}: not UTF-8 text (byte 0x{raw[err.start]:02x} at column {err.start + 1});"
+                    " re-encode the file as UTF-8"
+                ) from None
+
+
+def iter_jsonl(path: Path) -> Iterator[tuple[int, dict]]:
+    """Yield ``(line_number, record)`` for each non-blank line of a jsonl file."""
+    for lineno, line in iter_lines(path):
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError as err:
+            raise DataError(f"{path}:{lineno}: malformed JSON: {err.msg} (column {err.colno})") from None
+        if not isinstance(record, dict):
+            raise DataError(f"{path}:{lineno}: expected a JSON object, got {type(record).__name__}")
+        yield lineno, record
 
 
 def _get(obj: dict, key: str, where: str, prefix: str = "") -> Any:
@@ -62,7 +75,7 @@ def _label(raw: Any, labels: list[str], where: str) -> int | None:
     if raw is None or (type(raw) is int and raw == -1):
         return None
     if str(raw) not in labels:
-        raise DataError(f"{where}: label {str(raw)!r} is not one of {labels}")
+        raise DataError(f"{where}: label {str(raw)!r} is not one of [{listing(labels)}]")
     return labels.index(str(raw))
 
 
@@ -237,19 +250,30 @@ def read_record(path: Path, labels: list[str] | None = None) -> list[Example]:
     return examples
 
 
+TAG_PREFIXES = ("B-", "I-")
+
+
+def conll_columns(line: str) -> list[str]:
+    """The columns of one CoNLL line: tab-separated if it has a tab (tokens may then hold spaces),
+    else separated by runs of ASCII spaces. A non-breaking space is part of a token, never a separator
+    (``str.split()`` would cut "New\xa0York" in two and shift every column after it)."""
+    line = line.rstrip("\r\n")
+    if "\t" in line:
+        return [col.strip(" ") for col in line.split("\t")]
+    return [col for col in line.split(" ") if col]
+
+
 def read_conll(path: Path, labels: list[str] | None = None, tag_column: int = -1) -> list[Example]:
     """CoNLL columns: token in column 0, tag in ``tag_column``; blank lines end sentences,
-    ``-DOCSTART-`` lines are skipped; IOB1 tags become IOB2. ``labels`` (IOB2 tags) are checked
-    when given. guid = the line number of the sentence's first token."""
+    ``-DOCSTART-`` lines are skipped; IOB1 tags become IOB2. Every line has as many columns as
+    the file's first one, and every tag is ``O``, ``B-X`` or ``I-X``; ``labels`` (IOB2 tags) are
+    checked when given. guid = the line number of the sentence's first token."""
     path = Path(path)
-    try:
-        handle = path.open(encoding="utf-8")
-    except FileNotFoundError:
-        raise DataError(f"{path}: file not found") from None
     examples: list[Example] = []
     tokens: list[str] = []
     tags: list[str] = []
     first = 0
+    width = None  # the file's column count, from its first token line
 
     def flush() -> None:
         if tokens:
@@ -257,29 +281,40 @@ def read_conll(path: Path, labels: list[str] | None = None, tag_column: int = -1
             tokens.clear()
             tags.clear()
 
-    with handle:
-        for lineno, line in enumerate(handle, start=1):
-            cols = line.split()
-            if not cols:
-                flush()
-                continue
-            if cols[0] == "-DOCSTART-":
-                flush()
-                continue
-            if len(cols) < 2 or not -len(cols) <= tag_column < len(cols):
-                need = f"need a token and a tag in column {tag_column}"
-                raise DataError(f"{path}:{lineno}: {len(cols)} column(s), {need}")
-            tag = cols[tag_column]
-            if tag.startswith("I-"):
-                prev = tags[-1] if tags else "O"
-                if prev == "O" or prev[2:] != tag[2:]:
-                    tag = "B-" + tag[2:]
-            if labels and tag not in labels:
-                raise DataError(f"{path}:{lineno}: tag {tag!r} is not one of {labels}")
-            if not tokens:
-                first = lineno
-            tokens.append(cols[0])
-            tags.append(tag)
+    for lineno, line in iter_lines(path):
+        cols = conll_columns(line)
+        if not cols or not "".join(cols).strip():
+            flush()
+            continue
+        if cols[0] == "-DOCSTART-":
+            flush()
+            continue
+        where = f"{path}:{lineno}"
+        if len(cols) < 2 or not -len(cols) <= tag_column < len(cols):
+            raise DataError(f"{where}: {len(cols)} column(s), need a token and a tag in column {tag_column}")
+        if width is None:
+            width = len(cols)
+        elif len(cols) != width:
+            raise DataError(
+                f"{where}: {len(cols)} columns where the lines before have {width} (a missing column, or a"
+                " token with a space: separate columns with tabs to keep spaces inside a token)"
+            )
+        tag = cols[tag_column]
+        if tag != "O" and not (tag.startswith(TAG_PREFIXES) and len(tag) > 2):
+            raise DataError(
+                f"{where}: column {tag_column} holds {tag!r}, not a tag of the IOB scheme (O, B-X, I-X);"
+                " set task.reader_options.tag_column to the entity column"
+            )
+        if tag.startswith("I-"):
+            prev = tags[-1] if tags else "O"
+            if prev == "O" or prev[2:] != tag[2:]:
+                tag = "B-" + tag[2:]
+        if labels and tag not in labels:
+            raise DataError(f"{where}: tag {tag!r} is not one of [{listing(labels)}]")
+        if not tokens:
+            first = lineno
+        tokens.append(cols[0])
+        tags.append(tag)
     flush()
     return examples
 

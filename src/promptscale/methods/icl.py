@@ -42,6 +42,13 @@ def pick_demonstrations(examples: list[Example], shots: int, selection: str, see
     return chosen
 
 
+def demonstration_text(encoder, demos: list[Example]) -> str:
+    """The block before every query: each demonstration's prompt, its answer, a separator."""
+    return "".join(
+        encoder.task.template.format(**e.fields) + " " + encoder.candidates(e)[e.label] + SEPARATOR for e in demos
+    )
+
+
 class ICL(AdaptationModule):
     @classmethod
     def unsupported(cls, cfg) -> str | None:
@@ -77,9 +84,7 @@ class ICL(AdaptationModule):
         """Tokenize the demonstration block (and encode it once); calibrate if asked."""
         encoder = data.encoder
         demos = pick_demonstrations(data.train_examples, self.hp.shots, self.hp.selection, self.cfg.seed)
-        text = "".join(
-            self.task.template.format(**e.fields) + " " + encoder.candidates(e)[e.label] + SEPARATOR for e in demos
-        )
+        text = demonstration_text(encoder, demos)
         self.demo_ids = encoder.ids(text) if text else []
         self.demo_cache = None
         if self.demo_ids and self.hp.cache_demos and self.backbone.family == "decoder":
