@@ -77,9 +77,7 @@ class ICL(AdaptationModule):
         """Tokenize the demonstration block (and encode it once); calibrate if asked."""
         encoder = data.encoder
         demos = pick_demonstrations(data.train_examples, self.hp.shots, self.hp.selection, self.cfg.seed)
-        text = "".join(
-            self.task.template.format(**e.fields) + " " + encoder.candidates(e)[e.label] + SEPARATOR for e in demos
-        )
+        text = "".join(encoder.demonstration(e) + SEPARATOR for e in demos)
         self.demo_ids = encoder.ids(text) if text else []
         self.demo_cache = None
         if self.demo_ids and self.hp.cache_demos and self.backbone.family == "decoder":
