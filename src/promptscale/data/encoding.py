@@ -36,6 +36,8 @@ SLOT_ID = -2
 MARKERS = re.compile(r"(\[P\]|\[MASK\])")
 MARKER_IDS = {VIRTUAL_TOKEN: VIRTUAL_ID, SLOT_TOKEN: SLOT_ID}
 TRUNCATION_SIDES = ("left", "right")
+# "{premise}": a str.format field, the template syntax before Jinja (Jinja would print it as text)
+FORMAT_FIELD = re.compile(r"(?<!\{)\{(\w+)\}(?!\})")
 
 # Which rendered chunks are a template's own text and which are values: Jinja yields a template's
 # output chunk by chunk (literal text, then each {{ expression }}), and calls `finalize` on an
@@ -132,6 +134,12 @@ class TaskTemplates:
             "choice": task.choice,
             **{f"verbalizer[{label}]": word for label, word in task.verbalizer.items()},
         }
+        for key, text in self.sources.items():
+            old = FORMAT_FIELD.search(text)
+            if old:
+                raise ConfigError(
+                    f"{where}: {key} has {old.group(0)}, str.format syntax; templates are Jinja: {{{{ {old.group(1)} }}}}"
+                )
 
     @staticmethod
     def values(fields: dict[str, str]) -> dict:
@@ -173,7 +181,8 @@ class TaskEncoder:
         self.n_special = {"encoder": 2, "encdec": 1, "decoder": 0}[family]
 
     def ids(self, text: str) -> list[int]:
-        return self.tok(text, add_special_tokens=False)["input_ids"]
+        # special-token text ("[MASK]", "</s>") in a record or a template is text, never a control token
+        return self.tok(text, add_special_tokens=False, split_special_tokens=True)["input_ids"]
 
     def candidates(self, ex: Example) -> list[str]:
         return self.templates.candidates(self.task, ex)
@@ -453,5 +462,5 @@ def check_template(task, example: Example, source: str) -> None:
         templates.delimiter_text(example.fields)
         if task.kind != "classification" or all(label in templates.verbalizer for label in task.labels):
             templates.candidates(task, example)
-    except jinja2.TemplateError as e:
+    except (jinja2.TemplateError, TypeError, ValueError) as e:
         raise ConfigError(f"{templates.where}: rendering record {example.guid} of {source} fails: {e}") from None
