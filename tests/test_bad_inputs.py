@@ -98,7 +98,7 @@ CASES = [
     ("cls-head-on-choice", ["task=copa", "method.head=cls"], None, ConfigError, r"method\.head=cls needs a classification task"),
     ("text-init-without-text", ["method.init=text"], None, ConfigError, r"method\.init=text needs method\.init_text"),
     ("label-without-verbalizer", ["task.labels=[entailment,not_entailment,maybe]"], None, ConfigError, r"every label needs a verbalizer word, missing \['maybe'\]"),
-    ("template-field-not-in-data", ["task.template='{premise} {nope}'"], None, ConfigError, r"template field\(s\) \['nope'\] not in the records of .*train\.jsonl"),
+    ("template-field-not-in-data", ["task.template='{{ premise }} {{ nope }}'"], None, ConfigError, r"task rte: template reads field\(s\) \['nope'\]; the records of .*train\.jsonl have"),
     ("no-data-dir-no-hub", ["task=conll", "task.name=mine", "data.dir=null"], None, ConfigError, r"set data\.dir"),
     # missing or empty splits
     ("missing-split-file", [], lambda root: rte(root).unlink(), DataError, r"RTE/train\.jsonl: split file not found \(task rte, split train\)"),

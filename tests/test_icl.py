@@ -63,7 +63,7 @@ def test_demonstration_text_is_prompt_answer_blocks(sample_data):
     demos = pick_demonstrations(data.train_examples, 2, "random", 4)
     verbalizer = {0: "Yes", 1: "No"}
     expected = "".join(
-        "{premise}\nQuestion: {hypothesis} Yes or no?\nAnswer:".format(**e.fields) + " " + verbalizer[e.label] + "\n\n"
+        f"{e.fields['premise']}\nQuestion: {e.fields['hypothesis']} Yes or no?\nAnswer: {verbalizer[e.label]}\n\n"
         for e in demos
     )
     assert module.backbone.tokenizer.decode(module.demo_ids) == expected

@@ -5,7 +5,7 @@ import torch
 
 from promptscale.config import validate
 from promptscale.data.datamodule import TaskDataModule
-from promptscale.data.encoding import SLOT_ID
+from promptscale.data.encoding import SLOT_ID, compile_template
 from promptscale.errors import ConfigError
 from promptscale.methods import method_class
 from promptscale.models import load_backbone
@@ -35,8 +35,8 @@ def test_every_task_has_three_patterns_per_family_that_fill(sample_data, task, f
     assert len(patterns) >= 3
     data = TaskDataModule(cfg.task, cfg.data, 0)
     example = data.read_split("train")[0]
-    for pattern in patterns:
-        text = pattern.template.format(**example.fields)
+    for i, pattern in enumerate(patterns):
+        text = compile_template(pattern.template, f"{task} {i}").render(example.fields)
         assert "{" not in text.replace(example.fields.get("passage", ""), "")
         assert ("[MASK]" in pattern.template) <= (family == "encoder")
 
@@ -45,7 +45,8 @@ def test_decoder_pattern_prompt_is_exactly_the_filled_template(sample_data):
     cfg, module, data = setup(sample_data, ["method=pet", "method.pattern=1", "model=tiny-gpt2", "task=rte"])
     example = data.eval_examples[0]
     ids = data.encoder.encode(example, 0)["prompt_ids"]
-    expected = '{premise}\nDoes this mean that "{hypothesis}" is true? Yes or no?\nAnswer:'.format(**example.fields)
+    f = example.fields
+    expected = f'{f["premise"]}\nDoes this mean that "{f["hypothesis"]}" is true? Yes or no?\nAnswer:'
     assert module.backbone.tokenizer.decode(ids) == expected
 
 
@@ -54,7 +55,7 @@ def test_t5_pattern_is_the_encoder_input(sample_data):
     batch = next(iter(data.val_dataloader()))
     example = data.eval_examples[0]
     text = module.backbone.tokenizer.decode(batch["input_ids"][0], skip_special_tokens=True)
-    assert text == "rte premise: {premise} hypothesis: {hypothesis}".format(**example.fields)
+    assert text == f"rte premise: {example.fields['premise']} hypothesis: {example.fields['hypothesis']}"
 
 
 def test_cloze_pattern_puts_the_masks_inside_and_scores_them_by_hand(sample_data):
@@ -74,7 +75,7 @@ def test_cloze_pattern_puts_the_masks_inside_and_scores_them_by_hand(sample_data
         encoded["prompt_ids"][: encoded["prompt_ids"].index(SLOT_ID)],
         encoded["prompt_ids"][encoded["prompt_ids"].index(SLOT_ID) + 1 :],
     )
-    assert tok.decode(before) == tok.decode(data.encoder.ids('"{hypothesis}" ?'.format(**example.fields)))
+    assert tok.decode(before) == tok.decode(data.encoder.ids(f'"{example.fields["hypothesis"]}" ?'))
     batch = data.collator(data.eval_examples)([encoded])
     with torch.no_grad():
         scores = module(batch)[0]
@@ -88,12 +89,17 @@ def test_cloze_pattern_puts_the_masks_inside_and_scores_them_by_hand(sample_data
 
 
 def test_pattern_verbalizer_and_range_errors(sample_data):
-    with pytest.raises(ConfigError, match="has 3 pattern"):
+    with pytest.raises(ConfigError, match=r"has 4 pattern\(s\) for decoder models \(named: lm_eval\)"):
         validate(compose(["method=pet", "method.pattern=7", "model=tiny-gpt2", f"data.dir={sample_data}"]))
     with pytest.raises(ConfigError, match="masked LMs"):
         validate(
             compose(
-                ["method=finetune", "model=tiny-gpt2", 'task.template="{premise} [MASK]"', f"data.dir={sample_data}"]
+                [
+                    "method=finetune",
+                    "model=tiny-gpt2",
+                    'task.template="{{ premise }} [MASK]"',
+                    f"data.dir={sample_data}",
+                ]
             )
         )
     with pytest.raises(ConfigError, match="needs method.pattern"):

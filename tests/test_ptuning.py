@@ -11,7 +11,7 @@ from promptscale.methods.ptuning import PTuning
 from promptscale.models import load_backbone
 from promptscale.train import compose
 
-TEMPLATE = 'method.template="[P] [P] {premise} [P] Question: {hypothesis} [P] Answer:"'
+TEMPLATE = 'method.template="[P] [P] {{ premise }} [P] Question: {{ hypothesis }} [P] Answer:"'
 
 
 def build(sample_data, overrides):
@@ -104,7 +104,7 @@ def test_sequence_labeling_is_refused_before_loading(sample_data):
 
 
 def test_template_without_virtual_token_is_refused(sample_data):
-    cfg = compose(["method=ptuning", f"data.dir={sample_data}", 'method.template="{premise} {hypothesis}"'])
+    cfg = compose(["method=ptuning", f"data.dir={sample_data}", 'method.template="{{ premise }} {{ hypothesis }}"'])
     with pytest.raises(ConfigError, match=r"no \[P\]"):
         validate(cfg)
 

@@ -14,6 +14,7 @@ import pytest
 import torch
 
 from conftest import FAST, TRAIN_CLI
+from promptscale.data.encoding import render_prompt
 
 FAMILIES = ("tiny-bert", "tiny-t5", "tiny-gpt2", "tiny-llama")
 HIDDEN = 32  # d_model of every tiny model
@@ -203,7 +204,7 @@ def test_virtual_tokens_do_not_shift_tag_labels(sample_data, model):
 def hand_scores(module, cfg, example, prompt=None) -> list[float]:
     """Sum of log-softmax of the backbone's own full forward at each verbalizer token."""
     model, tok, family = module.backbone.model, module.backbone.tokenizer, cfg.model.family
-    text = cfg.task.template.format(**example.fields)
+    text = render_prompt(cfg.task, example.fields)
     prompt_ids = tok(text, add_special_tokens=False)["input_ids"]
     assert len(prompt_ids) < cfg.data.max_length // 2  # nothing truncated
     p = 0 if prompt is None else prompt.shape[0]

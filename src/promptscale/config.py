@@ -35,11 +35,15 @@ class HubConfig:
 
 @dataclass
 class PatternConfig:
-    """A hard prompt: a template (its own words around the task's fields) and, optionally, its own
-    verbalizer. Masked-LM patterns may put the answer slot inside with [MASK]."""
+    """A hard prompt: a Jinja template (its own words around the task's fields) and, optionally, its
+    own verbalizer, delimiter and choice text (see TaskConfig). Masked-LM patterns may put the answer
+    slot inside with [MASK]. ``name`` selects it (method.pattern=<name>) besides its index."""
 
     template: str = MISSING
+    name: Optional[str] = None
     verbalizer: dict[str, str] = field(default_factory=dict)
+    delimiter: Optional[str] = None
+    choice: Optional[str] = None
 
 
 @dataclass
@@ -52,13 +56,18 @@ class TaskConfig:
     train_split: str = "train"
     eval_split: str = "val"
     labels: list[str] = field(default_factory=list)
-    # label -> words the model should produce for it (multi-token allowed)
+    # label -> words the model should produce for it (multi-token allowed; Jinja over the fields)
     verbalizer: dict[str, str] = field(default_factory=dict)
-    # prompt with {field} slots; the answer slot follows the text (decoder continuation,
-    # encoder [MASK]s, T5 target)
+    # the prompt, Jinja over the record's fields ({{ premise }}); the answer slot follows the text
+    # (decoder continuation, encoder [MASK]s, T5 target)
     template: str = ""
-    # text appended to each candidate (ReCoRD: the rest of the query after the entity)
-    candidate_suffix: str = ""
+    # Jinja text before each candidate (lm-eval's target_delimiter)
+    delimiter: str = " "
+    # Jinja text of each candidate: ``choice`` is the verbalizer word or the task's candidate
+    # (ReCoRD: the entity followed by the rest of the query)
+    choice: str = "{{ choice }}"
+    # which of ``patterns`` replaced the template (set from method.pattern; for messages)
+    pattern_name: Optional[str] = None
     # fields shortened (in this order) when the prompt is longer than data.max_length
     truncate: list[str] = field(default_factory=list)
     metrics: list[str] = field(default_factory=list)
@@ -78,6 +87,8 @@ class DataConfig:
     eval_limit: Optional[int] = None
     eval_split: Optional[str] = None
     max_length: int = 256
+    # which end of a long field truncation cuts: right keeps its start, left keeps its end (lm-eval)
+    truncation_side: str = "right"
     batch_size: int = 8
     eval_batch_size: int = 16
     num_workers: int = 0
@@ -112,8 +123,8 @@ class MethodConfig:
     head: str = "lm"
     # candidate score from its token log-probs: sum or mean
     score: str = "sum"
-    # index into the task's patterns for the model's family (null: the task's own template)
-    pattern: Optional[int] = None
+    # index or name of one of the task's patterns for the model's family (null: the task's own template)
+    pattern: Any = None
 
 
 @dataclass
@@ -234,7 +245,7 @@ class CoTConfig(MethodConfig):
 class PETConfig(MethodConfig):
     name: str = "pet"
     lr: float = 1e-5
-    pattern: Optional[int] = 0
+    pattern: Any = 0
     # True: fixed-prompt LM tuning; False: tuning-free prompting (nothing trains)
     tune_lm: bool = True
 
@@ -322,6 +333,7 @@ def register_configs() -> None:
 
 def validate(cfg) -> None:
     """Checks that need more than one group; raises ConfigError with one line."""
+    from promptscale.data.encoding import TRUNCATION_SIDES, TaskTemplates
     from promptscale.methods import method_class
 
     missing = sorted(OmegaConf.missing_keys(cfg))
@@ -336,6 +348,7 @@ def validate(cfg) -> None:
     check_choice("method.optimizer", method.optimizer, ("adamw", "adafactor", "sgd"))
     check_choice("method.scheduler", method.scheduler, ("linear", "constant"))
     check_choice("logger.kind", cfg.logger.kind, ("wandb", "csv", "none"))
+    check_choice("data.truncation_side", data.truncation_side, TRUNCATION_SIDES)
     for key in ("max_length", "batch_size", "eval_batch_size"):
         check_min(data, key, 1, where="data")
     check_keys(cfg)
@@ -361,6 +374,8 @@ def validate(cfg) -> None:
             raise ConfigError(f"task {task.name}: every label needs a verbalizer word, missing {missing}")
     method_class(method.name).check_supported(cfg)
     method_class(method.name).apply_to_task(cfg)
+    if task.kind != "tagging":
+        TaskTemplates(task)  # a Jinja syntax error is one line naming the task and pattern
     if "[MASK]" in task.template and model.family != "encoder":
         raise ConfigError(
             f"task {task.name}: a [MASK] slot inside the template is for masked LMs, not {model.family} models"

@@ -235,7 +235,7 @@ class TaskDataModule(L.LightningDataModule):
 
     def attach(self, tokenizer, family: str, head: str) -> None:
         self.tokenizer, self.family, self.head = tokenizer, family, head
-        self.encoder = TaskEncoder(self.task, tokenizer, family, self.data.max_length)
+        self.encoder = TaskEncoder(self.task, tokenizer, family, self.data.max_length, self.data.truncation_side)
 
     def _encode(self, examples: list[Example]):
         """Tokenize through `datasets`, cached on disk under a fingerprint of everything that
@@ -251,6 +251,7 @@ class TaskDataModule(L.LightningDataModule):
                 len(self.tokenizer),
                 self.family,
                 self.data.max_length,
+                self.data.truncation_side,
             ]
         )
         cache = Path(self.data.cache_dir) if self.data.cache_dir else cache_root() / "tokenized"

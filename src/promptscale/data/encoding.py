@@ -3,15 +3,24 @@
 Every classification and choice task is read the same way: candidates (the label verbalizers,
 or the task's own candidates) are scored in an answer slot that follows the prompt:
 the [MASK]s of an encoder, the continuation of a decoder, the target of an encoder-decoder.
+
+A task's template, verbalizer words, answer delimiter and per-choice text are Jinja (the
+convention of lm-evaluation-harness and promptsource), rendered in a sandbox with strict
+undefined variables. Markers ([P], [MASK]) are read from the template's own text only: a record's
+text is never markup, whatever it holds.
 """
 
 from __future__ import annotations
 
 import re
-import string
+import threading
 import zlib
+from functools import cache
 
+import jinja2
+import jinja2.meta
 import torch
+from jinja2.sandbox import SandboxedEnvironment
 
 from promptscale.data.example import Example
 from promptscale.errors import ConfigError
@@ -25,63 +34,259 @@ VIRTUAL_ID = -1
 SLOT_TOKEN = "[MASK]"
 SLOT_ID = -2
 MARKERS = re.compile(r"(\[P\]|\[MASK\])")
+MARKER_IDS = {VIRTUAL_TOKEN: VIRTUAL_ID, SLOT_TOKEN: SLOT_ID}
+TRUNCATION_SIDES = ("left", "right")
+# "{premise}": a str.format field, the template syntax before Jinja (Jinja would print it as text)
+FORMAT_FIELD = re.compile(r"(?<!\{)\{(\w+)\}(?!\})")
+
+# Which rendered chunks are a template's own text and which are values: Jinja yields a template's
+# output chunk by chunk (literal text, then each {{ expression }}), and calls `finalize` on an
+# expression's value right before yielding it. Jinja has no API that labels chunks, so we note the
+# values `finalize` sees (per thread) and match them to the chunks.
+_seen = threading.local()
 
 
-def template_fields(template: str) -> list[str]:
-    return [name for _, name, _, _ in string.Formatter().parse(template) if name]
+def _finalize(value):
+    if hasattr(_seen, "values"):
+        _seen.values.append(value)
+    return value
+
+
+_ENV = SandboxedEnvironment(
+    undefined=jinja2.StrictUndefined, keep_trailing_newline=True, autoescape=False, finalize=_finalize
+)
+
+
+class FieldText(str):
+    """A record's field value that remembers its name, so that ``{{ passage }}`` in the output is
+    known to be the field (truncation cuts it); any filter or slice returns a plain str."""
+
+    field: str
+
+    def __new__(cls, value: str, field: str):
+        obj = super().__new__(cls, value)
+        obj.field = field
+        return obj
+
+
+@cache
+def _compile(source: str) -> jinja2.Template:
+    return _ENV.from_string(source)
+
+
+def compile_template(source: str, where: str) -> jinja2.Template:
+    """A template compiled once (cached by its source); a syntax error is one line naming ``where``."""
+    try:
+        return _compile(source)
+    except jinja2.TemplateSyntaxError as e:
+        raise ConfigError(f"{where}: Jinja syntax error: {e.message} in {source!r}") from None
+
+
+def template_fields(source: str) -> set[str]:
+    """The variables a template reads (besides the ones it sets itself)."""
+    try:
+        return jinja2.meta.find_undeclared_variables(_ENV.parse(source))
+    except jinja2.TemplateSyntaxError:
+        return set()
+
+
+def render_chunks(template: jinja2.Template, values: dict) -> list[tuple[str, str | None, bool]]:
+    """``template`` rendered as (text, field name or None, literal?) chunks, in order. A literal
+    chunk is the template's own text (where markers are read); a value chunk is the output of an
+    expression (field name set when it is a field output as it is)."""
+    _seen.values = []
+    chunks = []
+    try:
+        for text in template.generate(**values):
+            seen, _seen.values = _seen.values, []
+            if not seen:
+                chunks.append((text, None, True))
+            elif len(seen) == 1 and isinstance(seen[0], FieldText) and text == str(seen[0]):
+                chunks.append((text, seen[0].field, False))
+            else:  # a computed value, or a block mixing values and text: data either way
+                chunks.append((text, None, False))
+    finally:
+        del _seen.values
+    return chunks
+
+
+def _where(task) -> str:
+    pattern = task.get("pattern_name")
+    return f"task {task.name}" + (f", pattern {pattern}" if pattern is not None else "")
+
+
+class TaskTemplates:
+    """The task's Jinja templates, compiled once: the prompt, the delimiter before the answer, the
+    text of each choice (``choice`` is the verbalizer word or the candidate) and the verbalizer."""
+
+    def __init__(self, task):
+        where = _where(task)
+        self.where = where
+        self.prompt = compile_template(task.template, f"{where}: template")
+        self.delimiter = compile_template(task.delimiter, f"{where}: delimiter")
+        self.choice = compile_template(task.choice, f"{where}: choice")
+        self.verbalizer = {
+            label: compile_template(word, f"{where}: verbalizer[{label}]") for label, word in task.verbalizer.items()
+        }
+        self.sources = {
+            "template": task.template,
+            "delimiter": task.delimiter,
+            "choice": task.choice,
+            **{f"verbalizer[{label}]": word for label, word in task.verbalizer.items()},
+        }
+        for key, text in self.sources.items():
+            old = FORMAT_FIELD.search(text)
+            if old:
+                raise ConfigError(
+                    f"{where}: {key} has {old.group(0)}, str.format syntax; templates are Jinja: {{{{ {old.group(1)} }}}}"
+                )
+
+    @staticmethod
+    def values(fields: dict[str, str]) -> dict:
+        return {name: FieldText(value, name) if isinstance(value, str) else value for name, value in fields.items()}
+
+    def prompt_chunks(self, fields: dict[str, str]) -> list[tuple[str, str | None, bool]]:
+        return render_chunks(self.prompt, self.values(fields))
+
+    def prompt_text(self, fields: dict[str, str]) -> str:
+        return "".join(text for text, _, _ in self.prompt_chunks(fields))
+
+    def candidates(self, task, ex: Example) -> list[str]:
+        """Each candidate's text, delimiter not included."""
+        values = self.values(ex.fields)
+        if task.kind == "classification":
+            words = [self.verbalizer[label].render(values) for label in task.labels]
+        else:
+            words = list(ex.candidates)
+        return [self.choice.render({**values, "choice": word}) for word in words]
+
+    def delimiter_text(self, fields: dict[str, str]) -> str:
+        return self.delimiter.render(self.values(fields))
+
+
+def render_prompt(task, fields: dict[str, str]) -> str:
+    """The task's prompt for ``fields`` as plain text (markers left as written)."""
+    return TaskTemplates(task).prompt_text(dict(fields))
 
 
 class TaskEncoder:
-    """Tokenizes one example; truncation shortens the task's long fields, never the answer slot."""
+    """Tokenizes one example; truncation shortens the task's long fields (``task.truncate``, in
+    order, at ``truncation_side``), never the answer slot."""
 
-    def __init__(self, task, tokenizer, family: str, max_length: int):
+    def __init__(self, task, tokenizer, family: str, max_length: int, truncation_side: str = "right"):
         self.task, self.tok, self.family, self.max_length = task, tokenizer, family, max_length
+        self.side = truncation_side
+        self.templates = TaskTemplates(task)
         # specials around the prompt: [CLS] .. [SEP] for encoders, </s> for T5's encoder input
         self.n_special = {"encoder": 2, "encdec": 1, "decoder": 0}[family]
 
     def ids(self, text: str) -> list[int]:
-        return self.tok(text, add_special_tokens=False)["input_ids"]
+        # special-token text ("[MASK]", "</s>") in a record or a template is text, never a control token
+        return self.tok(text, add_special_tokens=False, split_special_tokens=True)["input_ids"]
 
     def candidates(self, ex: Example) -> list[str]:
-        if self.task.kind == "classification":
-            return [self.task.verbalizer[label] for label in self.task.labels]
-        suffix = self.task.candidate_suffix.format(**ex.fields)
-        return [c + suffix for c in ex.candidates]
+        return self.templates.candidates(self.task, ex)
 
-    def prompt_ids(self, text: str) -> list[int]:
-        """Token ids of a filled template, [P] as VIRTUAL_ID and [MASK] as SLOT_ID (the spaces
-        around a marker are word boundaries for the text after it, never tokens of their own)."""
+    def demonstration(self, ex: Example) -> str:
+        """An answered example as text: prompt, delimiter, gold candidate (ICL's demonstrations)."""
+        return (
+            self.templates.prompt_text(ex.fields)
+            + self.templates.delimiter_text(ex.fields)
+            + self.candidates(ex)[ex.label]
+        )
+
+    def _pieces(self, fields: dict[str, str]) -> list:
+        """The rendered prompt as marker ids (from the template's own text) and, between them,
+        pieces of text: lists of (text, field name or None)."""
+        items: list = []
+        current: list[tuple[str, str | None]] = []
+        for text, field, literal in self.templates.prompt_chunks(fields):
+            parts = MARKERS.split(text) if literal else [text]
+            for i, part in enumerate(parts):
+                if i % 2:  # the split's captured markers sit at odd positions
+                    items += [current, MARKER_IDS[part]]
+                    current = []
+                elif part:
+                    current.append((part, field))
+        items.append(current)
+        return items
+
+    def _joint_ids(self, items: list) -> list[int]:
+        """Each piece tokenized as one string (the spaces around a marker are word boundaries for
+        the text after it, never tokens of their own)."""
         ids: list[int] = []
-        for piece in MARKERS.split(text):
-            if piece in (VIRTUAL_TOKEN, SLOT_TOKEN):
-                ids.append(VIRTUAL_ID if piece == VIRTUAL_TOKEN else SLOT_ID)
-            elif piece.strip():
-                ids += self.ids(piece.rstrip())
+        for item in items:
+            if isinstance(item, int):
+                ids.append(item)
+            else:
+                piece = "".join(text for text, _ in item)
+                if piece.strip():
+                    ids += self.ids(piece.rstrip())
         return ids
 
-    def fit_prompt(self, fields: dict[str, str], budget: int) -> list[int]:
-        fields = dict(fields)
-        ids = self.prompt_ids(self.task.template.format(**fields))
+    def prompt_ids(self, fields: dict[str, str]) -> list[int]:
+        """Token ids of the filled template, [P] as VIRTUAL_ID and [MASK] as SLOT_ID."""
+        return self._joint_ids(self._pieces(fields))
+
+    def _fit(self, items: list, budget: int) -> list[int]:
+        ids = self._joint_ids(items)
+        if len(ids) <= budget:
+            return ids
+        # Too long: cut token ids, never text. The pieces are split around the outputs of the fields
+        # to truncate (with the whitespace before each), every part is tokenized on its own, and
+        # the fields' ids lose exactly the excess: one pass, whatever the tokenizer does with the
+        # bytes of a cut character.
+        cuttable = set(self.task.truncate)
+        parts: list[list] = []  # [ids, field name or None]
+        for item in items:
+            if isinstance(item, int):
+                parts.append([[item], None])
+                continue
+            segments: list[tuple[str, str | None]] = []
+            for text, field in item:
+                field = field if field in cuttable else None
+                if field is not None and segments and segments[-1][1] is None:
+                    before = segments[-1][0].rstrip()
+                    text = segments[-1][0][len(before) :] + text
+                    segments[-1] = (before, None)
+                if field is None and segments and segments[-1][1] is None:
+                    segments[-1] = (segments[-1][0] + text, None)
+                else:
+                    segments.append((text, field))
+            if not "".join(text for text, _ in segments).strip():
+                continue
+            segments[-1] = (segments[-1][0].rstrip(), segments[-1][1])
+            parts += [[self.ids(text), field] for text, field in segments if text.strip()]
+        excess = sum(len(p[0]) for p in parts) - budget
         for name in self.task.truncate:
-            while len(ids) > budget and fields[name]:
-                field_ids = self.ids(fields[name])
-                keep = max(0, min(len(field_ids) - 1, len(field_ids) - (len(ids) - budget)))
-                fields[name] = self.tok.decode(field_ids[:keep]).strip()
-                ids = self.prompt_ids(self.task.template.format(**fields))
+            for part in parts:
+                if excess <= 0:
+                    break
+                if part[1] == name:
+                    cut = min(excess, len(part[0]))
+                    part[0] = part[0][cut:] if self.side == "left" else part[0][: len(part[0]) - cut]
+                    excess -= cut
+        ids = [i for p in parts for i in p[0]]
         # last resort: keep the end of the prompt, which holds the cue right before the slot
         return ids[-budget:] if budget > 0 else []
+
+    def fit_prompt(self, fields: dict[str, str], budget: int) -> list[int]:
+        """The prompt's ids within ``budget`` positions."""
+        return self._fit(self._pieces(fields), budget)
 
     def encode(self, ex: Example, idx: int) -> dict:
         if self.task.kind == "tagging":
             return self.encode_tagging(ex, idx)
-        cand_ids = [self.ids(" " + c) or [self.tok.unk_token_id] for c in self.candidates(ex)]
+        delimiter = self.templates.delimiter_text(ex.fields)
+        cand_ids = [self.ids(delimiter + c) or [self.tok.unk_token_id] for c in self.candidates(ex)]
         # the slot must keep room for the longest candidate, but never take more than half the input
         cap = self.max_length // 2
         cand_ids = [c[:cap] for c in cand_ids]
         slot = 0 if self.family == "encdec" else max(len(c) for c in cand_ids)
+        items = self._pieces(ex.fields)
         # a [MASK] marker takes one position of the budget and becomes the slot
-        marker = int(SLOT_TOKEN in self.task.template)
-        prompt = self.fit_prompt(ex.fields, self.max_length - self.n_special - slot + marker)
+        marker = int(SLOT_ID in items)
+        prompt = self._fit(items, self.max_length - self.n_special - slot + marker)
         return {
             "idx": idx,
             "prompt_ids": prompt,
@@ -240,6 +445,22 @@ class Collator:
 
 
 def check_template(task, example: Example, source: str) -> None:
-    missing = [f for f in template_fields(task.template + task.candidate_suffix) if f not in example.fields]
-    if missing:
-        raise ConfigError(f"task {task.name}: template field(s) {missing} not in the records of {source}")
+    """Every template reads only fields the records have, and renders the first record; one line
+    naming the task, the pattern and the field otherwise (before any model loads)."""
+    templates = TaskTemplates(task)
+    fields = set(example.fields)
+    have = f"the records of {source} have {sorted(fields)}"
+    for key, text in templates.sources.items():
+        missing = sorted(template_fields(text) - fields - ({"choice"} if key == "choice" else set()))
+        if missing:
+            raise ConfigError(f"{templates.where}: {key} reads field(s) {missing}; {have}")
+    unknown = [name for name in task.truncate if name not in fields]
+    if unknown:
+        raise ConfigError(f"{templates.where}: task.truncate names field(s) {unknown}; {have}")
+    try:
+        templates.prompt_text(example.fields)
+        templates.delimiter_text(example.fields)
+        if task.kind != "classification" or all(label in templates.verbalizer for label in task.labels):
+            templates.candidates(task, example)
+    except (jinja2.TemplateError, TypeError, ValueError) as e:
+        raise ConfigError(f"{templates.where}: rendering record {example.guid} of {source} fails: {e}") from None

@@ -110,8 +110,14 @@ def read_rte(path: Path, labels: list[str] | None = None) -> list[Example]:
 
 
 def read_wic(path: Path, labels: list[str] | None = None) -> list[Example]:
-    """WiC: fields ``word``, ``sentence1``, ``sentence2``; labels False/True."""
-    return _pairs(path, labels, BOOL_LABELS, ("word", "sentence1", "sentence2"))
+    """WiC: fields ``word``, ``sentence1``, ``sentence2``, and ``word1``: the word as written in
+    sentence1 (its ``start1``/``end1`` span; ``word`` where the record has none); labels False/True."""
+    examples = _pairs(path, labels, BOOL_LABELS, ("word", "sentence1", "sentence2"))
+    for example, (_, record) in zip(examples, iter_jsonl(path)):
+        start, end = record.get("start1"), record.get("end1")
+        spanned = isinstance(start, int) and isinstance(end, int) and example.fields["sentence1"][start:end]
+        example.fields["word1"] = spanned or example.fields["word"]
+    return examples
 
 
 def _bare(word: str) -> str:

@@ -47,17 +47,26 @@ class AdaptationModule(L.LightningModule):
     @classmethod
     def apply_to_task(cls, cfg) -> None:
         """Rewrite the task's config where the method changes how it is read: ``method.pattern``
-        swaps in one of the task's hard prompts (and its verbalizer) for the model's family."""
-        index, task, family = cfg.method.pattern, cfg.task, cfg.model.family
-        if index is None:
+        (an index or a name) swaps in one of the task's hard prompts (and its verbalizer, delimiter
+        and choice text) for the model's family."""
+        key, task, family = cfg.method.pattern, cfg.task, cfg.model.family
+        if key is None:
             return
         patterns = task.patterns.get(family, [])
-        if not 0 <= index < len(patterns):
+        names = [p.get("name") for p in patterns]
+        index = names.index(key) if key in names else key
+        if isinstance(index, bool) or not isinstance(index, int) or not 0 <= index < len(patterns):
+            named = f" (named: {', '.join(n for n in names if n)})" if any(names) else ""
             raise ConfigError(
-                f"method.pattern={index}: task {task.name} has {len(patterns)} pattern(s) for {family} models"
+                f"method.pattern={key}: task {task.name} has {len(patterns)} pattern(s) for {family} models{named}"
             )
-        task.template = patterns[index].template
-        task.verbalizer.update(patterns[index].get("verbalizer") or {})
+        pattern = patterns[index]
+        task.template = pattern.template
+        task.verbalizer.update(pattern.get("verbalizer") or {})
+        for key in ("delimiter", "choice"):
+            if pattern.get(key) is not None:
+                task[key] = pattern[key]
+        task.pattern_name = pattern.get("name") or str(index)
 
     def __init__(self, cfg, backbone):
         super().__init__()

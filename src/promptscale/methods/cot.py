@@ -19,6 +19,7 @@ from pathlib import Path
 
 import torch
 
+from promptscale.data.encoding import render_prompt
 from promptscale.errors import ConfigError, check_min
 from promptscale.methods.base import AdaptationModule
 
@@ -78,7 +79,7 @@ class CoT(AdaptationModule):
         self.backbone.requires_grad_(False)
         demos = load_demonstrations(self.cfg)[: self.hp.shots]
         self.demo_text = "".join(
-            f"{self.task.template.format(**d['fields'])} {d['rationale']} So the answer is {d['answer']}.\n\n"
+            f"{render_prompt(self.task, d['fields'])} {d['rationale']} So the answer is {d['answer']}.\n\n"
             for d in demos
         )
         self.generations: list[dict] = []

@@ -44,9 +44,7 @@ def pick_demonstrations(examples: list[Example], shots: int, selection: str, see
 
 def demonstration_text(encoder, demos: list[Example]) -> str:
     """The block before every query: each demonstration's prompt, its answer, a separator."""
-    return "".join(
-        encoder.task.template.format(**e.fields) + " " + encoder.candidates(e)[e.label] + SEPARATOR for e in demos
-    )
+    return "".join(encoder.demonstration(e) + SEPARATOR for e in demos)
 
 
 class ICL(AdaptationModule):

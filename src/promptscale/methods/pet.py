@@ -16,7 +16,9 @@ class PET(AdaptationModule):
         if cfg.task.kind == "tagging":
             raise ConfigError(f"method=pet: task {cfg.task.name} is sequence labeling, which has no patterns")
         if cfg.method.pattern is None:
-            raise ConfigError("method=pet needs method.pattern=<index> (the task's patterns for the model's family)")
+            raise ConfigError(
+                "method=pet needs method.pattern=<index or name> (one of the task's patterns for the model's family)"
+            )
 
     @classmethod
     def unsupported(cls, cfg) -> str | None:

@@ -1,6 +1,6 @@
 """P-Tuning v1 (Liu et al. 2021, "GPT Understands, Too"): virtual tokens produced by a prompt
 encoder (bi-LSTM + MLP, or an MLP) and placed at the template's [P] positions, among the task's
-own anchor words (e.g. ``[P] [P] {premise} [P] Question: {hypothesis} [P] Answer:``), not only
+own anchor words (e.g. ``[P] [P] {{ premise }} [P] Question: {{ hypothesis }} [P] Answer:``), not only
 before the input. ``freeze_lm`` chooses prompt-only training or prompt + LM (the paper's
 few-shot SuperGLUE setting, with its own ``lm_lr``).
 

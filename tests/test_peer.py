@@ -1,0 +1,155 @@
+"""Parity with EleutherAI's lm-evaluation-harness, example by example (opt-in: ``make test-peer``).
+
+lm-eval and promptscale score SmolLM2-135M zero-shot (PET with tune_lm=false: rank classification,
+sum of the continuation's log-probs, no BOS) on the FewGLUE val files under $PROMPTSCALE_DATA_DIR,
+promptscale with the ``lm_eval`` patterns, lm-eval with its own super_glue task configs (included
+as they ship, pointed at the local files by a task YAML written into tmp). Every example must get
+the same prediction. PROMPTSCALE_PEER_LIMIT=N compares the first N examples of each task.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+pytestmark = [
+    pytest.mark.peer,
+    pytest.mark.integration,
+    pytest.mark.skipif(not os.environ.get("PROMPTSCALE_PEER"), reason="opt-in: make test-peer (PROMPTSCALE_PEER=1)"),
+    pytest.mark.skipif(not os.environ.get("PROMPTSCALE_DATA_DIR"), reason="PROMPTSCALE_DATA_DIR is not set"),
+]
+
+# promptscale task -> FewGLUE folder, lm-eval's super_glue folder, lm-eval's gold index from a FewGLUE record
+# (FewGLUE keeps SuperGLUE's string labels where the hub copy has class indices; WSC nests its spans)
+TASKS = {
+    "boolq": ("BoolQ", "boolq", "{{ label | int }}"),
+    "cb": ("CB", "cb", "{{ ['entailment', 'contradiction', 'neutral'].index(label) }}"),
+    "copa": ("COPA", "copa", None),
+    "rte": ("RTE", "rte", "{{ ['entailment', 'not_entailment'].index(label) }}"),
+    "wic": ("WiC", "wic", "{{ label | int }}"),
+    "wsc": ("WSC", "wsc", "{{ label | int }}"),
+}
+LIMIT = int(os.environ.get("PROMPTSCALE_PEER_LIMIT") or 0) or None
+FLATTEN = '''def flatten(dataset):
+    """FewGLUE's WSC keeps the spans under "target"; the hub copy lm-eval reads has them at the top."""
+    return dataset.map(lambda doc: doc["target"])
+'''
+
+
+def lm_eval_task_yaml(folder: Path, task: str) -> str:
+    import lm_eval
+
+    fewglue, lm_folder, target = TASKS[task]
+    data = Path(os.environ["PROMPTSCALE_DATA_DIR"]) / "fewglue" / fewglue / "val.jsonl"
+    own = Path(lm_eval.__file__).parent / "tasks" / "super_glue" / lm_folder / "default.yaml"
+    lines = [
+        f"include: {own}",
+        f"task: promptscale_{task}",
+        "tag: []",
+        "dataset_path: json",
+        "dataset_name: null",
+        f"dataset_kwargs: {{data_files: {{validation: '{data}'}}}}",
+        "training_split: null",
+        "validation_split: validation",
+    ]
+    if target:
+        lines.append(f'doc_to_target: "{target}"')
+    if task == "wsc":
+        lines.append("process_docs: !function flatten.flatten")
+    return "\n".join(lines) + "\n"
+
+
+@pytest.fixture(scope="module")
+def lm_eval_scores(tmp_path_factory):
+    """{task: [[log-likelihood per choice] per document]} from lm-eval, all six tasks in one run."""
+    from lm_eval import simple_evaluate
+    from lm_eval.tasks import TaskManager
+
+    from promptscale.models import smollm2_dir
+
+    folder = tmp_path_factory.mktemp("lm_eval_tasks")
+    (folder / "flatten.py").write_text(FLATTEN)
+    for task in TASKS:
+        (folder / f"promptscale_{task}.yaml").write_text(lm_eval_task_yaml(folder, task))
+    start = time.perf_counter()
+    out = simple_evaluate(
+        model="hf",
+        model_args=f"pretrained={smollm2_dir()},dtype=float32",
+        tasks=[f"promptscale_{task}" for task in TASKS],
+        num_fewshot=0,
+        limit=LIMIT,
+        batch_size=8,
+        device="cpu",
+        log_samples=True,
+        task_manager=TaskManager(include_path=str(folder)),
+    )
+    print(f"\nlm-eval: {time.perf_counter() - start:.0f} s")
+    scores = {}
+    for task in TASKS:
+        samples = sorted(out["samples"][f"promptscale_{task}"], key=lambda s: s["doc_id"])
+        scores[task] = [[float(resp[0]) for resp in s["filtered_resps"]] for s in samples]
+    return scores
+
+
+@pytest.fixture(scope="module")
+def backbone():
+    from promptscale.models import load_backbone
+    from promptscale.train import compose
+
+    return load_backbone(compose(["model=smollm2-135m", "logger=none"]).model)
+
+
+def promptscale_scores(task: str, backbone) -> list[list[float]]:
+    from promptscale.config import validate
+    from promptscale.data.datamodule import TaskDataModule
+    from promptscale.methods import method_class
+    from promptscale.train import compose
+
+    cfg = compose(
+        [
+            f"task={task}",
+            "model=smollm2-135m",
+            "method=pet",
+            "method.pattern=lm_eval",
+            "method.tune_lm=false",
+            "data.eval_split=val",
+            "data.max_length=4096",  # lm-eval truncates nothing
+            "data.eval_batch_size=8",
+            "logger=none",
+        ]
+    )
+    validate(cfg)
+    module = method_class("pet")(cfg, backbone).eval()
+    data = TaskDataModule(cfg.task, cfg.data, cfg.seed)
+    data.read()
+    data.eval_examples = data.eval_examples[:LIMIT]
+    data.attach(backbone.tokenizer, cfg.model.family, cfg.method.head)
+    data.setup()
+    for i, e in enumerate(data.eval_examples):
+        assert len(data.eval_set[i]["prompt_ids"]) == len(data.encoder.prompt_ids(e.fields)), "truncated"
+    scores = []
+    with torch.no_grad():
+        for batch in data.val_dataloader():
+            scores += module(batch).tolist()
+    return scores
+
+
+@pytest.mark.parametrize("task", list(TASKS))
+def test_zero_shot_predictions_match_lm_eval(task, lm_eval_scores, backbone):
+    start = time.perf_counter()
+    ours = promptscale_scores(task, backbone)
+    theirs = lm_eval_scores[task]
+    assert len(ours) == len(theirs)
+    same = sum(
+        max(range(len(a)), key=a.__getitem__) == max(range(len(b)), key=b.__getitem__) for a, b in zip(ours, theirs)
+    )
+    gap = max(abs(x - y) for a, b in zip(ours, theirs) for x, y in zip(a, b))
+    print(
+        f"\n{task}: {same}/{len(ours)} identical predictions, max log-prob gap {gap:.2e}, promptscale {time.perf_counter() - start:.0f} s"
+    )
+    assert same == len(ours)
+    assert gap < 1e-3
