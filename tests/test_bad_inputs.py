@@ -139,7 +139,7 @@ CASES = [
     ("unknown-precision", ["trainer.precision=bogus"], None, ConfigError, r"trainer\.precision=.bogus. is not one of 64, 32, 16, transformer-engine, .*bf16-mixed, 32-true, 64-true, bf16$"),
     ("unknown-accelerator", ["trainer.accelerator=bogus"], None, ConfigError, r"trainer\.accelerator='bogus' is not one of auto, gpu, cpu"),
     ("unknown-strategy", ["trainer.strategy=nope"], None, ConfigError, r"trainer\.strategy='nope' is not one of auto, ddp, .*, \.\.\. \d+ more$"),
-    ("unknown-truncate-field", ["task.truncate=[nope]"], None, ConfigError, r"task\.truncate: \['nope'\] not fields of the records of .*train\.jsonl \(have premise, hypothesis\)"),
+    ("unknown-truncate-field", ["task.truncate=[nope]"], None, ConfigError, r"task rte: task\.truncate names field\(s\) \['nope'\]; the records of .*train\.jsonl have \['hypothesis', 'premise'\]"),
     ("negative-num-workers", ["data.num_workers=-1"], None, ConfigError, r"data\.num_workers must be >= 0, got -1"),
     ("unknown-logger-mode", ["logger.mode=bogus"], None, ConfigError, r"logger\.mode='bogus' is not one of online, offline, disabled"),
     ("eval-split-without-labels", [], lambda root: strip_labels(root / "fewglue/RTE/val.jsonl"), DataError, r"RTE/val\.jsonl: 8 of 8 records have no label .*split val needs labels to be scored"),
