@@ -13,7 +13,8 @@ import numpy as np
 import pytest
 
 from promptscale.analysis.load import load
-from promptscale.analysis.predictions import Examples, Scorer, ensemble, majority
+from promptscale.analysis.predictions import Examples, ensemble, majority, units
+from promptscale.analysis.scoring import Scorer
 from promptscale.analysis.table import build_tables, markdown, render
 from promptscale.results import config_hash
 
@@ -165,12 +166,12 @@ def test_resampled_metric_states_equal_scoring_the_resample():
     for metrics, rows in cases.items():
         scorer = Scorer(metrics, LABELS if "f1_macro" in metrics else ["False", "True"])
         ex = examples(rows)
-        units = Scorer.units(ex)
-        counts = rng.multinomial(len(units), np.full(len(units), 1 / len(units)), size=5)
-        fast = scorer.resampled(ex, units, counts)
+        unit_list = units(ex)
+        counts = rng.multinomial(len(unit_list), np.full(len(unit_list), 1 / len(unit_list)), size=5)
+        fast = scorer.resampled(ex, unit_list, counts)
         for b, c in enumerate(counts):
             drawn = [dict(ex.rows[i], group=f"{k}") if "group" in ex.rows[i] else ex.rows[i]
-                     for k, u in enumerate(np.repeat(np.arange(len(units)), c)) for i in units[u]]  # fmt: skip
+                     for k, u in enumerate(np.repeat(np.arange(len(unit_list)), c)) for i in unit_list[u]]  # fmt: skip
             assert fast[b] == pytest.approx(scorer.score(examples(drawn)), abs=1e-6), metrics
 
 

@@ -15,10 +15,14 @@ smallest p-value is about 2/(B+1).
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 
-from promptscale.analysis.predictions import Examples, PredictionsError, Scorer
+from promptscale.analysis.predictions import Examples, PredictionsError, units
+
+if TYPE_CHECKING:
+    from promptscale.analysis.scoring import Scorer
 
 
 @dataclass(frozen=True)
@@ -49,7 +53,7 @@ class Bootstrap:
 
     def __init__(self, scorer: Scorer, reference: Examples, resamples: int = 1000, seed: int = 0) -> None:
         self.scorer, self.order, self.resamples = scorer, reference.ids, resamples
-        self.units = Scorer.units(reference)
+        self.units = units(reference)
         rng = np.random.default_rng(seed)
         self.counts = rng.multinomial(len(self.units), np.full(len(self.units), 1 / len(self.units)), size=resamples)
         self._memo: dict = {}

@@ -36,7 +36,7 @@ from promptscale.analysis.load import (
     superglue_runs,
     superglue_tasks,
 )
-from promptscale.analysis.predictions import Examples, PredictionsError, Scorer, ensemble, majority, read_predictions
+from promptscale.analysis.predictions import Examples, PredictionsError, ensemble, majority, read_predictions
 from promptscale.analysis.significance import Bootstrap
 
 COLUMNS = ("task", "model")
@@ -98,6 +98,8 @@ class Predictions:
             return self._examples[run.config_hash]
         examples = None
         if run.predictions is not None:
+            from promptscale.analysis.scoring import Scorer  # torch: only where there are predictions
+
             try:
                 examples = read_predictions(run.predictions, run.predictions_sha256, run.predictions_n)
                 score = Scorer(run.metrics, run.labels).score(examples)
@@ -236,6 +238,8 @@ class _Builder:
                     members[label, c] = _members(mine, self.predictions) if mine else None
 
         # reference rows from predictions: the majority class and the seed ensembles
+        from promptscale.analysis.scoring import Scorer
+
         majority_cells = {}
         for c in cols:
             examples = next(
@@ -318,6 +322,8 @@ class _Builder:
     def _significance(self, name, base, cols, cells, members) -> None:
         if base is None or not self.resamples:
             return
+        from promptscale.analysis.scoring import Scorer
+
         for c in cols:
             reference = members.get((base, c))
             if not reference:
