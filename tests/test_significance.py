@@ -114,6 +114,36 @@ def test_reference_rows_ensemble_and_p_values(sig_store, tmp_path):
     assert cells_csv["lora", "cb (val)"]["failed"] == "1" and cells_csv["lora", "cb (val)"]["mean"] == ""
 
 
+@pytest.mark.parametrize(
+    ("baseline", "row", "cell"),
+    [
+        ("majority class", "majority class", "75.0"),
+        ("icl", "zero-shot: icl", "50.0 (n=1)"),
+        ("zero-shot: icl", "zero-shot: icl", "50.0 (n=1)"),
+        ("prompt_tuning", "prompt_tuning", "30.0 ± 0.0 (n=2)"),
+    ],
+)
+def test_any_row_can_be_the_baseline(sig_store, baseline, row, cell):
+    (table,) = build_tables(load([sig_store]), baseline=baseline, resamples=200)
+    rows = {r[0]: r[2] for r in table.rows}
+    assert rows[row] == cell  # the baseline itself: no marker
+    assert rows["finetune · ensemble of 2 seeds"].endswith("‡")  # 100 % beats each of them
+    assert f"against the baseline row {row}." in table.caption
+
+
+def test_an_unknown_baseline_is_said(sig_store):
+    (table,) = build_tables(load([sig_store]), baseline="nope", resamples=50)
+    assert "No p-values: no row 'nope'" in table.caption and "†" not in str(table.rows)
+
+
+def test_an_eval_line_with_its_runs_hash_is_kept_apart(tmp_path):
+    trained = run(tmp_path, "finetune", 0, predictions(range(30)))
+    evaluated = run(tmp_path, "finetune", 0, predictions(range(20)), split="dev32", kind="eval")
+    evaluated["config_hash"] = trained["config_hash"]  # the contract allows either
+    results = load([store(tmp_path, [trained, evaluated])])
+    assert sorted((r.kind, r.split, r.score) for r in results.runs) == [("eval", "dev32", 0.5), ("train", "val", 0.75)]
+
+
 def test_a_changed_predictions_file_is_not_used(sig_store, tmp_path):
     records = [json.loads(line) for line in sig_store.read_text().splitlines()]
     changed = next(r for r in records if r.get("predictions") and r["method"] == "prompt_tuning")

@@ -228,8 +228,10 @@ def load(paths=()) -> Results:
                     results.skipped.append(f"{source} (missing or bad {err})")
                 continue
             target = finished if run.finished else failed
-            target.pop(run.config_hash, None)  # the last line wins, in its place
-            target[run.config_hash] = run
+            # an evaluation line may carry its trained run's hash: it is keyed apart, per split
+            key = (run.config_hash, run.kind, run.split if run.kind == "eval" else "")
+            target.pop(key, None)  # the last line wins, in its place
+            target[key] = run
     every = _with_settings(list(finished.values()) + [r for k, r in failed.items() if k not in finished])
     results.runs = [r for r in every if r.finished]
     results.failed = [r for r in every if not r.finished]

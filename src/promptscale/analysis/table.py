@@ -196,8 +196,10 @@ class _Builder:
         self.notes: dict[str, list[str]] = defaultdict(list)
 
     def _baseline_row(self, name: str, method_rows: dict[str, list[Run]]) -> str | None:
-        if self.baseline in method_rows:
+        if self.baseline in method_rows or self.baseline == MAJORITY:
             return self.baseline
+        if self.baseline.removeprefix("zero-shot: ") in method_rows:
+            return self.baseline.removeprefix("zero-shot: ")
         candidates = [v for v, rs in method_rows.items() if rs[0].method == self.baseline and rs[0].kind == "train"]
         if len(candidates) > 1:
             self.notes[name].append(
@@ -297,6 +299,13 @@ class _Builder:
         self._column_runs = {
             c: next((r for r in runs if column_of(r) == c and r.metrics and not r.is_average), None) for c in cols
         }
+        if base in zero:
+            base = f"zero-shot: {base}"
+        if any(members.values()) and self.resamples:
+            if base is None and not any("is several rows" in n for n in self.notes[name]):
+                self.notes[name].append(f"No p-values: no row {self.baseline!r} (--baseline names a method or a row).")
+            elif not any(members.get((base, c)) for c in cols):
+                self.notes[name].append(f"No p-values: the baseline row {base} has no predictions files.")
         self._significance(name, base, cols, cells, members)
         real = [r for r in (runs if span_runs is None else span_runs) if not r.is_average]
         header = ["method", *cols, "trainable params", "checkpoint", "steps"]
