@@ -144,6 +144,18 @@ def test_an_eval_line_with_its_runs_hash_is_kept_apart(tmp_path):
     assert sorted((r.kind, r.split, r.score) for r in results.runs) == [("eval", "dev32", 0.5), ("train", "val", 0.75)]
 
 
+def test_predictions_of_another_eval_set_are_not_compared(tmp_path):
+    """Same ids, other gold answers (another data file): no p-value, no ensemble, said why."""
+    other = [dict(r, gold=wrong(r["gold"])) for r in predictions(range(30))]
+    records = [run(tmp_path, "finetune", 0, predictions(range(30))), run(tmp_path, "finetune", 1, predictions(range(30))),
+               run(tmp_path, "lora", 0, other), run(tmp_path, "lora", 1, other)]  # fmt: skip
+    results = load([store(tmp_path, records)])
+    (table,) = build_tables(results, resamples=50)
+    rows = {r[0]: r[1] for r in table.rows}
+    assert rows["lora"] == "25.0 ± 0.0 (n=2)"  # no marker
+    assert "No p-value for lora on cb: example 0 has another gold answer" in table.caption
+
+
 def test_a_changed_predictions_file_is_not_used(sig_store, tmp_path):
     records = [json.loads(line) for line in sig_store.read_text().splitlines()]
     changed = next(r for r in records if r.get("predictions") and r["method"] == "prompt_tuning")

@@ -76,6 +76,18 @@ def units(examples: Examples) -> list[list[int]]:
     return list(by_group.values())
 
 
+def same_gold(members: list[Examples]) -> None:
+    """PredictionsError unless the members (aligned by id) have the same gold answers: predictions
+    of different eval sets (another data file, another split) are never compared or pooled."""
+    first = members[0]
+    for m in members[1:]:
+        for i, (x, y) in enumerate(zip(first.rows, m.rows)):
+            if x["gold"] != y["gold"] or x.get("group") != y.get("group"):
+                raise PredictionsError(
+                    f"example {first.ids[i]} has another gold answer in another run (not the same eval set)"
+                )
+
+
 def majority(examples: Examples, task_kind: str) -> Examples | None:
     """Every example predicted as the most frequent gold label of the eval set (for tagging, the
     most frequent gold tag, every token); None for choice tasks, whose answers are per example."""
@@ -97,6 +109,7 @@ def ensemble(members: list[Examples]) -> Examples:
     first = members[0]
     if any(m.ids != first.ids for m in members):
         raise PredictionsError("the seeds' predictions cover different examples")
+    same_gold(members)
     rows = []
     for i, row in enumerate(first.rows):
         scores = [m.rows[i].get("scores") for m in members]

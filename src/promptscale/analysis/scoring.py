@@ -77,47 +77,50 @@ class Scorer:
     # ---- resampling
     def resampled(self, examples: Examples, units: list[list[int]], counts: np.ndarray) -> np.ndarray:
         """Task score of each resample; ``counts[b, u]`` = how often resample b draws unit u."""
-        collection = self._collection()
-        rows = examples.rows
-        states = {}
-        additive = True
-        for name, metric in collection.items():
-            per_unit = []
-            for unit in units:
-                metric.reset()
-                self._update(name, metric, [{**rows[i], "_unit": 0} for i in unit])
-                state = metric.metric_state
-                if any(not isinstance(v, torch.Tensor) for v in state.values()):
-                    additive = False
-                    break
-                per_unit.append({k: v.detach().clone() for k, v in state.items()})
-            if not additive:
-                break
-            states[name] = {k: torch.stack([s[k] for s in per_unit]).double() for k in per_unit[0]}
-        if not additive:
-            return self._resampled_by_update(examples, units, counts)
+        values: list[dict] = [{} for _ in range(len(counts))]
+        for name, metric in self._collection().items():
+            if name == "multirc":  # concatenated states: update on each resample
+                per_resample = self._multirc_resampled(metric, examples.rows, units, counts)
+            else:
+                per_resample = self._merged_resampled(name, metric, examples.rows, units, counts)
+            for v, r in zip(values, per_resample):
+                v.update(r)
+        return np.array([task_score(v) for v in values])
+
+    def _merged_resampled(self, name: str, metric, rows, units, counts: np.ndarray) -> list[dict]:
+        per_unit = []
+        for unit in units:
+            metric.reset()
+            self._update(name, metric, [{**rows[i], "_unit": 0} for i in unit])
+            state = metric.metric_state
+            if any(not isinstance(v, torch.Tensor) for v in state.values()):
+                raise PredictionsError(f"metric {name!r} keeps no summable state: it cannot be resampled")
+            per_unit.append({k: v.detach().clone() for k, v in state.items()})
+        stacked = {k: torch.stack([s[k] for s in per_unit]).double() for k in per_unit[0]}
         weights = torch.as_tensor(counts, dtype=torch.float64)
-        summed = {
-            name: {k: torch.tensordot(weights, v, dims=([1], [0])) for k, v in by_state.items()}
-            for name, by_state in states.items()
-        }
-        out = np.empty(len(counts))
-        for b in range(len(counts)):
-            for name, metric in collection.items():
+        summed = {k: torch.tensordot(weights, v, dims=([1], [0])) for k, v in stacked.items()}
+        out = []
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # torchmetrics: compute() on a merged state without update()
+            for b in range(len(counts)):
                 metric.reset()
                 default = metric.metric_state
-                metric.merge_state({k: v[b].to(default[k].dtype) for k, v in summed[name].items()})
-            out[b] = self._compute(collection)
+                metric.merge_state({k: v[b].to(default[k].dtype) for k, v in summed.items()})
+                out.append({k: float(v) for k, v in metric.compute().items()})
         return out
 
-    def _resampled_by_update(self, examples: Examples, units, counts: np.ndarray) -> np.ndarray:
-        collection = self._collection()
-        out = np.empty(len(counts))
-        for b, row in enumerate(counts):
+    def _multirc_resampled(self, metric, rows, units, counts: np.ndarray) -> list[dict]:
+        vocab = {label: i for i, label in enumerate(self.labels or ["False", "True"])}
+        preds = self._label_ids([r["pred"] for r in rows], vocab)
+        target = self._label_ids([r["gold"] for r in rows], vocab)
+        arrays = [np.asarray(u) for u in units]
+        sizes = np.array([len(u) for u in units])
+        out = []
+        for row in counts:
             drawn = np.repeat(np.arange(len(units)), row)
-            rows = [{**examples.rows[i], "_unit": k} for k, u in enumerate(drawn) for i in units[u]]
-            for name, metric in collection.items():
-                metric.reset()
-                self._update(name, metric, rows)
-            out[b] = self._compute(collection)
+            idx = torch.from_numpy(np.concatenate([arrays[u] for u in drawn]))
+            groups = torch.from_numpy(np.repeat(np.arange(len(drawn)), sizes[drawn]))  # a question per draw
+            metric.reset()
+            metric.update(preds[idx], target[idx], groups)
+            out.append({k: float(v) for k, v in metric.compute().items()})
         return out

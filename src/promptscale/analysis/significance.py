@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from promptscale.analysis.predictions import Examples, PredictionsError, units
+from promptscale.analysis.predictions import Examples, PredictionsError, same_gold, units
 
 if TYPE_CHECKING:
     from promptscale.analysis.scoring import Scorer
@@ -52,7 +52,7 @@ class Bootstrap:
     drawn once, and each member's resampled scores are computed once, whichever rows it is in."""
 
     def __init__(self, scorer: Scorer, reference: Examples, resamples: int = 1000, seed: int = 0) -> None:
-        self.scorer, self.order, self.resamples = scorer, reference.ids, resamples
+        self.scorer, self.reference, self.order, self.resamples = scorer, reference, reference.ids, resamples
         self.units = units(reference)
         rng = np.random.default_rng(seed)
         self.counts = rng.multinomial(len(self.units), np.full(len(self.units), 1 / len(self.units)), size=resamples)
@@ -61,6 +61,7 @@ class Bootstrap:
     def _member(self, member: Examples) -> tuple[float, np.ndarray]:
         if id(member) not in self._memo:
             (m,) = aligned([member], self.order)
+            same_gold([self.reference, m])
             self._memo[id(member)] = (self.scorer.score(m), self.scorer.resampled(m, self.units, self.counts))
             self._memo[id(member), "keep"] = member  # the id stays this member's while memoized
         return self._memo[id(member)]
