@@ -245,3 +245,36 @@ def test_table_is_logged_to_wandb(tmp_path, monkeypatch, scale_store):
     assert set(seen["data"]) == {"table/small", "table/large", "cells"}
     assert seen["data"]["table/small"].columns[-1] == "steps" and len(seen["data"]["table/small"].data) == 2
     assert seen["data"]["cells"].columns[-1] == "p_value"
+
+
+def test_lines_the_reader_skips_are_counted_in_the_footer(tmp_path, monkeypatch):
+    """The store's reader skips a bad line with a warning naming file:line; the table names it."""
+    import warnings
+
+    from promptscale.analysis import load as load_module
+
+    store = write_store(tmp_path / "r.jsonl", [ft("m", SMALL, "cb", 0, 0.5)])
+
+    def reader(path):
+        warnings.warn(f"{path}:2: skipped a line that is not JSON", stacklevel=2)
+        return [json.loads(line) for line in Path(path).read_text().splitlines()]
+
+    monkeypatch.setattr(load_module, "read_results", reader)
+    results = load([store])
+    assert len(results.runs) == 1
+    assert results.skipped == [f"{store}:2: skipped a line that is not JSON"]
+    assert "Skipped: 1 unreadable or incomplete record(s)" in markdown(build_tables(results), results)
+
+
+def test_a_torn_line_gives_no_traceback(tmp_path, capsys):
+    """With any reader: the line is skipped and named, or the command stops with one line naming the file."""
+    store = write_store(tmp_path / "r.jsonl", [ft("m", SMALL, "cb", 0, 0.5), '{"status": "fini'])
+    try:
+        cli.main(["table", str(store), "--bootstrap", "0"])
+    except SystemExit as exit_info:
+        assert exit_info.code == 2
+        err = capsys.readouterr().err
+        assert err.startswith("promptscale: error: ") and str(store) in err and err.count("\n") == 1
+    else:
+        out = capsys.readouterr().out
+        assert "| finetune | 50.0 (n=1) |" in out and "Skipped: 1" in out
