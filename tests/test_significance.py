@@ -131,6 +131,14 @@ def test_any_row_can_be_the_baseline(sig_store, baseline, row, cell):
     assert f"against the baseline row {row}." in table.caption
 
 
+def test_columns_model_keeps_each_split_in_its_own_table(sig_store):
+    dev32, val = build_tables(load([sig_store]), "model", resamples=50)
+    assert (dev32.title, val.title) == ("cb (dev32)", "cb (val)")
+    assert [r[0] for r in dev32.rows] == ["finetune [eval]"]  # its own baseline: nothing to compare, nothing said
+    assert "No p-values" not in dev32.caption and "m: accuracy on dev32" in dev32.caption
+    assert val.rows[0] == ["majority class", "75.0", "–", "–", "–"]
+
+
 def test_an_unknown_baseline_is_said(sig_store):
     (table,) = build_tables(load([sig_store]), baseline="nope", resamples=50)
     assert "No p-values: no row 'nope'" in table.caption and "†" not in str(table.rows)

@@ -200,7 +200,10 @@ class _Builder:
             return self.baseline
         if self.baseline.removeprefix("zero-shot: ") in method_rows:
             return self.baseline.removeprefix("zero-shot: ")
+        # a training row of that method; in a table of evaluation-only rows, an evaluation row
         candidates = [v for v, rs in method_rows.items() if rs[0].method == self.baseline and rs[0].kind == "train"]
+        if not any(rs[0].kind == "train" for rs in method_rows.values()):
+            candidates = [v for v, rs in method_rows.items() if rs[0].method == self.baseline]
         if len(candidates) > 1:
             self.notes[name].append(
                 f"No p-values: baseline {self.baseline!r} is several rows ({'; '.join(candidates)}); "
