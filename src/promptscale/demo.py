@@ -11,7 +11,7 @@ import sys
 from pathlib import Path
 
 from promptscale.data.samples import write_samples
-from promptscale.table import render
+from promptscale.analysis.table import render
 
 
 def main(argv: list[str] | None = None) -> None:
