@@ -278,3 +278,15 @@ def test_a_torn_line_gives_no_traceback(tmp_path, capsys):
     else:
         out = capsys.readouterr().out
         assert "| finetune | 50.0 (n=1) |" in out and "Skipped: 1" in out
+
+
+def test_a_store_without_predictions_tabulates_without_torch(scale_store):
+    """Scoring predictions needs torch (metrics.py); a store without predictions must not pay for it."""
+    import subprocess
+    import sys
+
+    code = (f"import sys; from promptscale.analysis.table import render; render([{str(scale_store)!r}], plots=False); "
+            "print('torch' in sys.modules)")  # fmt: skip
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "False"

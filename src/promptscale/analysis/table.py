@@ -243,9 +243,9 @@ class _Builder:
                     members[label, c] = _members(mine, self.predictions) if mine else None
 
         # reference rows from predictions: the majority class and the seed ensembles
-        from promptscale.analysis.scoring import Scorer
-
         majority_cells = {}
+        if any(members.values()):
+            from promptscale.analysis.scoring import Scorer  # torch: only where there are predictions
         for c in cols:
             examples = next(
                 (m[0] for (lab, col), m in members.items() if col == c and m and not lab.endswith("[eval]")), None
@@ -254,7 +254,11 @@ class _Builder:
             metric_runs = [r for r in runs if column_of(r) == c and r.metrics]
             guess = majority(examples, task_kind) if examples is not None else None
             if guess is not None and metric_runs:
-                score = Scorer(metric_runs[0].metrics, metric_runs[0].labels).score(guess)
+                try:
+                    score = Scorer(metric_runs[0].metrics, metric_runs[0].labels).score(guess)
+                except (PredictionsError, ValueError, RuntimeError) as err:
+                    self.notes[name].append(f"No majority class on {c}: {err}.")
+                    continue
                 majority_cells[c] = Cell(MAJORITY, c, Stat(100 * score, None, 1), "majority")
                 members[MAJORITY, c] = [guess]
         ensembles: dict[str, str] = {}
@@ -268,7 +272,7 @@ class _Builder:
                         mixed = ensemble(m)
                         metric_run = next(r for r in by_row[v] if column_of(r) == c)
                         score = Scorer(metric_run.metrics, metric_run.labels).score(mixed)
-                    except (PredictionsError, ValueError) as err:
+                    except (PredictionsError, ValueError, RuntimeError) as err:
                         self.notes[name].append(f"No ensemble of {v} on {c}: {err}.")
                         continue
                     sizes[c] = len(m)
@@ -332,9 +336,9 @@ class _Builder:
         return Table(name, title, header, rows, flat, caption, metric, split)
 
     def _significance(self, name, base, cols, cells, members) -> None:
-        if base is None or not self.resamples:
+        if base is None or not self.resamples or not any(members.values()):
             return
-        from promptscale.analysis.scoring import Scorer
+        from promptscale.analysis.scoring import Scorer  # torch: only where there are predictions
 
         for c in cols:
             reference = members.get((base, c))
