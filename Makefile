@@ -82,7 +82,7 @@ demo: install
 sweep: install
 	$(VENV)/bin/promptscale-train --multirun experiment=$(EXP)
 
-# Tables (Markdown, CSV, LaTeX) and plots of the sweep; e.g. TABLE_ARGS="--columns model".
+# Tables (Markdown, CSV, LaTeX) and plots of the sweep; e.g. TABLE_ARGS="--columns model --baseline lora".
 table: install
 	$(VENV)/bin/promptscale table multirun/$(EXP)/results.jsonl --out experiments/$(EXP)/table $(TABLE_ARGS)
 

@@ -16,7 +16,8 @@
 # %% [markdown]
 # # promptscale: results analysis
 #
-# Reads one or more results stores and shows the tables and plots of `promptscale table`.
+# Reads one or more results stores and shows the tables and plots of `promptscale table`
+# (with predictions files: the majority-class, zero-shot and ensemble rows and the p-values).
 #
 # - `PROMPTSCALE_RESULTS`: the stores, separated by `:` (e.g.
 #   `multirun/method_scale/results.jsonl`); relative paths are taken from the working directory,
@@ -33,7 +34,7 @@ from pathlib import Path
 
 from IPython.display import Markdown, display
 
-from promptscale import plots, table
+from promptscale.analysis import load, plots, table
 
 
 def find(path: str) -> Path:
@@ -46,7 +47,7 @@ def find(path: str) -> Path:
 
 spec = os.environ.get("PROMPTSCALE_RESULTS") or "experiments/cpu_scale/results.jsonl"
 paths = [find(p) for p in spec.split(os.pathsep) if p]
-results = table.load(paths)
+results = load.load(paths)
 print(f"{len(results.runs)} finished runs from {', '.join(map(str, paths))}")
 print(results.footer() or "no failed or skipped lines")
 
@@ -54,33 +55,36 @@ print(results.footer() or "no failed or skipped lines")
 # ## Tables
 #
 # Rows are methods (with the method settings that vary among their runs), cells the score ×100
-# as mean ± std over seeds (n). One table per model:
+# as mean ± std over seeds (n); each table's caption says the metric, split and sizes of each
+# column. One table per model:
 
 # %%
-display(Markdown(table.markdown(table.build_tables(results.runs, columns="task"), results)))
+display(Markdown(table.markdown(table.build_tables(results, columns="task"), results)))
 
 # %% [markdown]
 # The same, one table per task with model sizes as columns:
 
 # %%
-display(Markdown(table.markdown(table.build_tables(results.runs, columns="model"), results)))
+display(Markdown(table.markdown(table.build_tables(results, columns="model"), results)))
 
 # %% [markdown]
 # ## Score against model size
 #
-# Lester et al. 2021, Fig. 1: one line per method; mean ± std over seeds.
+# Lester et al. 2021, Fig. 1: one line per method; mean over seeds, ± std where n > 1. Every
+# figure uses one palette: an init or method has the same colour in each.
 
 # %%
-figure = plots.scale_figure(results.runs)
+palette = plots.Palette(results.runs)
+figure = plots.scale_figure(results.runs, palette)
 display(figure) if figure is not None else print("only one model size in these results")
 
 # %% [markdown]
 # ## Score against prompt length
 #
-# Cf. Lester et al. 2021, Fig. 3a: one line per model size.
+# Bars grouped by prompt length, one per init/method (hatched by model size).
 
 # %%
-figure = plots.prompt_length_figure(results.runs)
+figure = plots.prompt_length_figure(results.runs, palette)
 display(figure) if figure is not None else print("only one prompt length per model in these results")
 
 # %% [markdown]
@@ -89,5 +93,5 @@ display(figure) if figure is not None else print("only one prompt length per mod
 # Cf. Lester et al. 2021, Fig. 3b: one bar per init, grouped by model size.
 
 # %%
-figure = plots.init_figure(results.runs)
+figure = plots.init_figure(results.runs, palette)
 display(figure) if figure is not None else print("only one prompt init per method in these results")

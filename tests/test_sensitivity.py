@@ -26,3 +26,8 @@ def test_stats_across_patterns_by_hand(tmp_path):
     path = tmp_path / "r.jsonl"
     path.write_text("".join(json.dumps(r) + "\n" for r in records))
     assert "| m | icl | rte | 0 | 3 | 61.7 |" in render_sensitivity([path])
+
+
+def test_one_pattern_has_no_std_and_eval_lines_are_left_out():
+    records = [line(0, 0.5, model="one"), {**line(1, 0.9, model="one"), "kind": "eval", "config_hash": "e"}]
+    assert sensitivity_rows(records)[1] == ["one", "icl", "rte", "0", "1", "50.0", "–", "50.0", "50.0"]

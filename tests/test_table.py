@@ -9,15 +9,16 @@ from pathlib import Path
 import pytest
 
 from promptscale import cli
+from promptscale.analysis.load import load
+from promptscale.analysis.table import build_tables, markdown, render
 from promptscale.results import config_hash
-from promptscale.table import build_tables, load, markdown, read_wandb_runs, render
 
 PNG = b"\x89PNG\r\n\x1a\n"
 
 
 def rec(model, params, method, task, seed, score=None, *, status="finished", key=None, trainable=None, checkpoint=None,
         **method_cfg) -> dict:  # fmt: skip
-    config = {"experiment": "unit", "seed": seed, "task": {"name": task},
+    config = {"experiment": "unit", "seed": seed, "task": {"name": task, "metrics": ["accuracy"]},
               "model": {"name": model, "params": params}, "method": {"name": method, **method_cfg}}  # fmt: skip
     record = {"status": status, "config_hash": key or config_hash(config), "config": config,
               "task": task, "method": method, "model": model, "seed": seed}  # fmt: skip
@@ -59,7 +60,7 @@ def scale_records() -> list:
         pt("small", SMALL, "cb", 1, 0.44, checkpoint=2048),
         pt("small", SMALL, "rte", 0, 0.30, checkpoint=2048),  # seed 1 of rte is missing
         rec("small", SMALL, "prompt_tuning", "rte", 1, status="failed", prompt_length=20, init="random"),
-        "{not json",
+        {"status": "finished", "config_hash": "x"},  # incomplete: skipped and named
         ft("large", LARGE, "cb", 0, 0.80),
         ft("large", LARGE, "cb", 1, 0.90),
         ft("large", LARGE, "rte", 0, 0.70),
@@ -80,38 +81,57 @@ def test_cells_are_mean_std_n_over_seeds_with_the_superglue_average(scale_store)
     results = load([scale_store])
     assert len(results.runs) == 15
     assert results.failed_lines == 2 and results.failed_runs == 1
-    assert len(results.skipped) == 1 and results.skipped[0].endswith(":11 (not a JSON object)")
-    small, large = build_tables(results.runs, "task")
+    assert len(results.skipped) == 1 and results.skipped[0].endswith("record 11 (missing or bad 'score')")
+    small, large = build_tables(results, "task")
     assert small.title == "small (1M parameters)" and large.title == "large (100M parameters)"
-    assert small.header == ["method", "cb", "rte", "avg (cb, rte)", "trainable params", "checkpoint"]
+    assert small.header == ["method", "cb", "rte", "avg (cb, rte)", "trainable params", "checkpoint", "steps"]
     # finetune: cb 60, 70; rte 50, 54 (the 0.10 line was replaced); avg per seed 55, 62
-    assert small.rows[0] == ["finetune", "65.0 ± 7.1 (n=2)", "52.0 ± 2.8 (n=2)", "58.5 ± 4.9 (n=2)", "1,000,000", "–"]
+    assert small.rows[0] == [
+        "finetune",
+        "65.0 ± 7.1 (n=2)",
+        "52.0 ± 2.8 (n=2)",
+        "58.5 ± 4.9 (n=2)",
+        "1,000,000",
+        "–",
+        "–",
+    ]
     # prompt tuning: rte has seed 0 only, so the average too
-    assert small.rows[1] == ["prompt_tuning", "42.0 ± 2.8 (n=2)", "30.0 (n=1)", "35.0 (n=1)", "640", "2.0 KiB"]
-    assert large.rows[1] == ["prompt_tuning", "78.0 ± 2.8 (n=2)", "68.0 ± 2.8 (n=2)", "73.0 ± 2.8 (n=2)", "640", "–"]
+    # the failed seed 1 of rte is marked in its cell
+    assert small.rows[1] == [
+        "prompt_tuning", "42.0 ± 2.8 (n=2)", "30.0 (n=1) +1 failed", "35.0 (n=1)", "640", "2.0 KiB", "–"
+    ]  # fmt: skip
+    assert large.rows[1] == [
+        "prompt_tuning",
+        "78.0 ± 2.8 (n=2)",
+        "68.0 ± 2.8 (n=2)",
+        "73.0 ± 2.8 (n=2)",
+        "640",
+        "–",
+        "–",
+    ]
 
     text = markdown([small, large], results)
     assert "### small (1M parameters)" in text
     assert "| finetune | 65.0 ± 7.1 (n=2) | 52.0 ± 2.8 (n=2) | 58.5 ± 4.9 (n=2) | 1,000,000 | – |" in text
-    assert "Failed: 2 failed lines ignored (1 run with no finished line)." in text
+    assert "Failed: 2 failed lines (1 run with no finished line, marked in their cells)." in text
     assert "Skipped: 1 unreadable or incomplete record(s)" in text
 
 
 def test_columns_model_gives_one_table_per_task_and_the_average(scale_store):
-    tables = build_tables(load([scale_store]).runs, "model")
+    tables = build_tables(load([scale_store]), "model")
     assert [t.name for t in tables] == ["cb", "rte", "superglue_avg"]
     cb, _, avg = tables
-    assert cb.header == ["method", "small", "large", "trainable params", "checkpoint"]
-    assert cb.rows[0] == ["finetune", "65.0 ± 7.1 (n=2)", "85.0 ± 7.1 (n=2)", "1,000,000–100,000,000", "–"]
+    assert cb.header == ["method", "small", "large", "trainable params", "checkpoint", "steps"]
+    assert cb.rows[0] == ["finetune", "65.0 ± 7.1 (n=2)", "85.0 ± 7.1 (n=2)", "1,000,000–100,000,000", "–", "–"]
     assert avg.title == "avg (cb, rte)"
-    assert avg.rows[1] == ["prompt_tuning", "35.0 (n=1)", "73.0 ± 2.8 (n=2)", "640", "2.0 KiB"]
+    assert avg.rows[1] == ["prompt_tuning", "35.0 (n=1)", "73.0 ± 2.8 (n=2)", "640", "2.0 KiB", "–"]
 
 
 def test_full_superglue_is_labelled_superglue_and_partial_seeds_are_left_out(tmp_path):
     tasks = ["boolq", "cb", "copa", "multirc", "record", "rte", "wic", "wsc"]
     records = [ft("m", SMALL, t, 0, 0.5 + i / 100) for i, t in enumerate(tasks)]
     records += [ft("m", SMALL, t, 1, 0.6) for t in tasks[:-1]]  # seed 1 lacks wsc
-    (table,) = build_tables(load([write_store(tmp_path / "r.jsonl", records)]).runs)
+    (table,) = build_tables(load([write_store(tmp_path / "r.jsonl", records)]))
     assert "SuperGLUE avg" in table.header
     assert table.rows[0][table.header.index("SuperGLUE avg")] == "53.5 (n=1)"  # mean of 50..57
 
@@ -120,16 +140,16 @@ def test_runs_differing_outside_method_settings_are_averaged_per_seed_and_noted(
     a = ft("m", SMALL, "cb", 0, 0.5)
     b = {**ft("m", SMALL, "cb", 0, 0.7), "config_hash": "other"}
     results = load([write_store(tmp_path / "r.jsonl", [a, b, ft("m", SMALL, "cb", 1, 0.8)])])
-    (table,) = build_tables(results.runs)
+    (table,) = build_tables(results)
     assert table.rows[0][1] == "70.0 ± 14.1 (n=2)"  # seeds: (50 + 70) / 2 = 60 and 80
     assert results.merged == 2 and "Note: 2 runs share" in markdown([table], results)
 
 
 def test_varying_method_settings_make_rows(tmp_path):
     records = [pt("m", SMALL, "cb", 0, 0.5 + p / 1000, prompt_length=p) for p in (100, 5, 20)]
-    (table,) = build_tables(load([write_store(tmp_path / "r.jsonl", records)]).runs)
+    (table,) = build_tables(load([write_store(tmp_path / "r.jsonl", records)]))
     assert [r[0] for r in table.rows] == [f"prompt_tuning (prompt_length={p})" for p in (5, 20, 100)]
-    assert [r[-2] for r in table.rows] == ["160", "640", "3,200"]
+    assert [r[-3] for r in table.rows] == ["160", "640", "3,200"]
 
 
 def test_files_are_written(scale_store, tmp_path):
@@ -138,14 +158,18 @@ def test_files_are_written(scale_store, tmp_path):
     assert (out / "table.md").read_text() == text
     with (out / "small.csv").open() as f:
         rows = list(csv.reader(f))
-    assert rows[0] == ["method", "cb", "rte", "avg (cb, rte)", "trainable params", "checkpoint"]
-    assert rows[1] == ["finetune", "65.0 ± 7.1 (n=2)", "52.0 ± 2.8 (n=2)", "58.5 ± 4.9 (n=2)", "1,000,000", "–"]
+    assert rows[0] == ["method", "cb", "rte", "avg (cb, rte)", "trainable params", "checkpoint", "steps"]
+    assert rows[1] == ["finetune", "65.0 ± 7.1 (n=2)", "52.0 ± 2.8 (n=2)", "58.5 ± 4.9 (n=2)", "1,000,000", "–", "–"]
     tex = (out / "small.tex").read_text()
-    assert r"\begin{tabular}{lrrrrr}" in tex and r"\toprule" in tex and r"\bottomrule" in tex
-    assert r"prompt\_tuning & 42.0 $\pm$ 2.8 (n=2) & 30.0 (n=1) & 35.0 (n=1) & 640 & 2.0 KiB \\" in tex
+    assert r"\begin{tabular}{lrrrrrr}" in tex and r"\toprule" in tex and r"\bottomrule" in tex
+    assert r"prompt\_tuning & 42.0 $\pm$ 2.8 (n=2) & 30.0 (n=1) +1 failed & 35.0 (n=1) & 640 & 2.0 KiB & -- \\" in tex
     with (out / "cells.csv").open() as f:
         cells = list(csv.DictReader(f))
-    assert {"table": "small", "row": "finetune", "column": "cb", "mean": "65.0000", "std": "7.0711", "n": "2"} in cells
+    assert {"table": "small", "row": "finetune", "column": "cb", "kind": "method", "metric": "accuracy", "split": "val",
+            "mean": "65.0000", "std": "7.0711", "n": "2", "failed": "0", "delta": "", "p_value": ""} in cells  # fmt: skip
+    # one seed: std empty, not 0; the failed seed counted
+    [one] = [c for c in cells if (c["table"], c["row"], c["column"]) == ("small", "prompt_tuning", "rte")]
+    assert (one["mean"], one["std"], one["n"], one["failed"]) == ("30.0000", "", "1", "1")
     assert (out / "large.csv").is_file() and (out / "large.tex").is_file()
 
 
@@ -195,66 +219,74 @@ def test_cli_errors_name_the_missing_file(tmp_path, capsys):
     assert f"not found: {tmp_path / 'nope.jsonl'}" in capsys.readouterr().err
     with pytest.raises(SystemExit):
         cli.main(["table"])
-    assert "give results files" in capsys.readouterr().err
+    assert "the following arguments are required: results" in capsys.readouterr().err
 
 
-def _wandb_files_run(folder: Path, config: dict, summary: dict) -> None:
-    files = folder / "files"
-    files.mkdir(parents=True)
-    import yaml
-
-    wrapped = {"wandb_version": 1, "_wandb": {"value": {"cli_version": "0.x"}}}
-    wrapped |= {k: {"desc": None, "value": v} for k, v in config.items()}
-    (files / "config.yaml").write_text(yaml.safe_dump(wrapped))
-    (files / "wandb-summary.json").write_text(json.dumps(summary))
-
-
-def test_wandb_summary_and_config_files_are_read(tmp_path, scale_store):
-    record = pt("xl", 3 * LARGE, "cb", 0, 0.9)
-    config = record["config"]
-    _wandb_files_run(tmp_path / "wandb" / "offline-run-1-a", config,
-                     {"score": 0.9, "eval/accuracy": 0.9, "trainable_params": 640, "total_params": 10})  # fmt: skip
-    _wandb_files_run(tmp_path / "wandb" / "offline-run-2-b", config | {"seed": 1}, {"_runtime": 3})  # no score yet
-    _wandb_files_run(tmp_path / "wandb" / "run-3-c", {"experiments": ["unit"]}, {"table/x": {}})  # not a training run
-    [(_, finished), (_, incomplete)] = read_wandb_runs(tmp_path / "wandb")
-    assert finished["status"] == "finished" and finished["config_hash"] == record["config_hash"]
-    assert finished["metrics"] == {"accuracy": 0.9} and finished["model_params"] == 3 * LARGE
-    assert incomplete["status"] == "incomplete"
-
-    results = load([scale_store], [tmp_path / "wandb"])
-    assert len(results.runs) == 16 and any("offline-run-2-b" in s for s in results.skipped)
-    tables = build_tables(results.runs)
-    assert tables[-1].title == "xl (300M parameters)" and tables[-1].rows[0][1] == "90.0 (n=1)"
-
-
-def test_wandb_offline_log_is_read_and_the_table_is_logged(tmp_path, monkeypatch, scale_store):
-    """A real offline run (the ``.wandb`` log, no summary files) is read back; ``--wandb-log``
-    logs the tables into a new offline run grouped by experiment."""
+def test_table_is_logged_to_wandb(tmp_path, monkeypatch, scale_store):
+    """``--wandb-log`` logs each table and the long-form cells into a new run of job type
+    ``table``, grouped by the runs' experiment."""
     import wandb
 
-    from promptscale.table import _read_wandb_log, _wandb_log_records
+    seen = {}
 
-    monkeypatch.setenv("WANDB_MODE", "offline")
-    monkeypatch.chdir(tmp_path)
-    record = pt("xl", 3 * LARGE, "cb", 0, 0.9)
-    run = wandb.init(project="unit", dir=str(tmp_path / "train"), config=record["config"])
-    run.log({"eval/accuracy": 0.9})
-    run.log({"score": 0.9, "trainable_params": 640, "total_params": 3 * LARGE + 640})
-    run.finish()
-    [(_, read)] = read_wandb_runs(tmp_path / "train")
-    assert read["status"] == "finished" and read["config_hash"] == record["config_hash"] and read["score"] == 0.9
+    class FakeRun:
+        dir = str(tmp_path / "wandb" / "offline-run-x" / "files")
 
-    out = tmp_path / "out"
-    cli.main(["table", str(scale_store), "--wandb", str(tmp_path / "train"), "--out", str(out), "--no-plots",
-              "--wandb-log", "--project", "unit"])  # fmt: skip
-    [log] = (out / "wandb").glob("offline-run-*/run-*.wandb")
-    config, summary = _read_wandb_log(log)
-    assert {"table/small", "table/large", "table/xl", "cells"} <= set(summary)
-    assert summary["table/small"]["_type"] == "table-file" and summary["table/small"]["nrows"] == 2
-    from wandb.proto import wandb_internal_pb2 as pb
+        def log(self, data):
+            seen["data"] = data
 
-    runs = [
-        pb.Record.FromString(raw).run for raw in _wandb_log_records(log) if pb.Record.FromString(raw).HasField("run")
-    ]
-    assert runs[0].run_group == "unit" and runs[0].job_type == "table"
-    assert read_wandb_runs(out / "wandb") == []  # the table run is no training run
+        def finish(self):
+            seen["finished"] = True
+
+    monkeypatch.setattr(wandb, "init", lambda **kw: seen.update(init=kw) or FakeRun())
+    cli.main(["table", str(scale_store), "--out", str(tmp_path / "out"), "--no-plots", "--wandb-log",
+              "--project", "unit"])  # fmt: skip
+    assert seen["init"]["group"] == "unit" and seen["init"]["job_type"] == "table" and seen["finished"]
+    assert set(seen["data"]) == {"table/small", "table/large", "cells"}
+    assert seen["data"]["table/small"].columns[-1] == "steps" and len(seen["data"]["table/small"].data) == 2
+    assert seen["data"]["cells"].columns[-1] == "p_value"
+
+
+def test_lines_the_reader_skips_are_counted_in_the_footer(tmp_path, monkeypatch):
+    """The store's reader skips a bad line with a warning naming file:line; the table names it."""
+    import warnings
+
+    from promptscale.analysis import load as load_module
+
+    store = write_store(tmp_path / "r.jsonl", [ft("m", SMALL, "cb", 0, 0.5)])
+
+    def reader(path):
+        warnings.warn(f"{path}:2: skipped a line that is not JSON", stacklevel=2)
+        return [json.loads(line) for line in Path(path).read_text().splitlines()]
+
+    monkeypatch.setattr(load_module, "read_results", reader)
+    results = load([store])
+    assert len(results.runs) == 1
+    assert results.skipped == [f"{store}:2: skipped a line that is not JSON"]
+    assert "Skipped: 1 unreadable or incomplete record(s)" in markdown(build_tables(results), results)
+
+
+def test_a_torn_line_gives_no_traceback(tmp_path, capsys):
+    """With any reader: the line is skipped and named, or the command stops with one line naming the file."""
+    store = write_store(tmp_path / "r.jsonl", [ft("m", SMALL, "cb", 0, 0.5), '{"status": "fini'])
+    try:
+        cli.main(["table", str(store), "--bootstrap", "0"])
+    except SystemExit as exit_info:
+        assert exit_info.code == 2
+        err = capsys.readouterr().err
+        assert err.startswith("promptscale: error: ") and str(store) in err and err.count("\n") == 1
+    else:
+        out = capsys.readouterr().out
+        assert "| finetune | 50.0 (n=1) |" in out and "Skipped: 1" in out
+
+
+def test_a_store_without_predictions_tabulates_without_torch(scale_store):
+    """Scoring predictions needs torch (metrics.py); a store without predictions must not pay for it."""
+    import subprocess
+    import sys
+
+    code = (f"import sys; from promptscale.analysis.table import render; render([{str(scale_store)!r}], plots=False); "
+            "print('torch' in sys.modules)")  # fmt: skip
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "False"

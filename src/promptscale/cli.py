@@ -11,18 +11,21 @@ def main(argv: list[str] | None = None) -> None:
     sub = parser.add_subparsers(dest="command", required=True)
     table = sub.add_parser(
         "table",
-        help="results stores (and W&B runs) -> tables (Markdown, CSV, LaTeX) and plots",
+        help="results stores -> tables (Markdown, CSV, LaTeX), significance and plots",
         description="Rows methods; columns tasks (one table per model) or model sizes (one table per "
-        "task); cells the score x100, mean ± std over seeds (n). Prints the Markdown tables; with "
-        "--out, also writes table.md, <table>.csv, <table>.tex, cells.csv and the plots the data allows "
-        "(scale.png, prompt_length.png, init.png).",
+        "task); cells the score x100, mean ± std over seeds (n), failed runs marked. With predictions "
+        "files: majority-class, zero-shot and seed-ensemble rows, and paired-bootstrap p-values against "
+        "the baseline row. Prints the Markdown tables; with --out, also writes table.md, <table>.csv, "
+        "<table>.tex, cells.csv and the plots the data allows (scale.png, prompt_length.png, init.png).",
     )
-    table.add_argument("results", nargs="*", type=Path, help="results.jsonl files")
-    table.add_argument("--wandb", nargs="+", type=Path, metavar="DIR",
-                       help="also read the W&B run folders (offline-run-*, run-*) under these directories")  # fmt: skip
+    table.add_argument("results", nargs="+", type=Path, help="results.jsonl files")
     table.add_argument("--out", type=Path, help="write the tables and plots here")
     table.add_argument("--columns", choices=("task", "model"), default="task",
                        help="task: one table per model (default); model: one table per task")  # fmt: skip
+    table.add_argument("--baseline", default="finetune", metavar="NAME",
+                       help="the row the p-values compare with: a method or a row label (default finetune)")  # fmt: skip
+    table.add_argument("--bootstrap", type=int, default=1000, metavar="N",
+                       help="paired-bootstrap resamples per test (default 1000; 0: no p-values)")  # fmt: skip
     table.add_argument("--no-plots", action="store_true", help="write no PNG plots")
     table.add_argument("--wandb-log", action="store_true",
                        help="log the tables to a new W&B run (offline unless WANDB_MODE says otherwise)")  # fmt: skip
@@ -34,15 +37,18 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
 
     if args.command == "table":
-        if not args.results and not args.wandb:
-            parser.error("table: give results files, --wandb folders, or both")
         missing = [str(p) for p in args.results if not p.is_file()]
-        missing += [str(p) for p in args.wandb or () if not p.is_dir()]
         if missing:
             parser.error(f"not found: {', '.join(missing)}")
-        from promptscale.table import main_table
+        if args.bootstrap < 0:
+            parser.error(f"--bootstrap must be >= 0, got {args.bootstrap}")
+        from promptscale.analysis.table import main_table
+        from promptscale.errors import PromptscaleError
 
-        main_table(args)
+        try:
+            main_table(args)
+        except PromptscaleError as err:
+            parser.exit(2, f"promptscale: error: {err}\n")
     elif args.command == "sensitivity":
         missing = [str(p) for p in args.results if not p.is_file()]
         if missing:

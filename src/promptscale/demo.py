@@ -10,8 +10,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+from promptscale.analysis.table import render
 from promptscale.data.samples import write_samples
-from promptscale.table import render
 
 
 def main(argv: list[str] | None = None) -> None:

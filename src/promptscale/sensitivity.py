@@ -15,7 +15,8 @@ from promptscale.results import read_results
 
 def sensitivity_rows(records: list[dict]) -> list[list[str]]:
     """Rows (model, method, task, seed, K, mean, std, min, max) over the patterns, score ×100."""
-    latest = {r["config_hash"]: r for r in records if r.get("status") == "finished"}
+    # training runs only: an evaluation-only line ("kind": "eval") scores another split
+    latest = {r["config_hash"]: r for r in records if r.get("status") == "finished" and r.get("kind") != "eval"}
     groups: dict[tuple, dict[int, float]] = defaultdict(dict)
     for r in latest.values():
         pattern = r["config"]["method"].get("pattern")
@@ -24,11 +25,9 @@ def sensitivity_rows(records: list[dict]) -> list[list[str]]:
     rows = [["model", "method", "task", "seed", "patterns", "mean", "std", "min", "max"]]
     for key in sorted(groups, key=str):
         scores = list(groups[key].values())
-        std = statistics.stdev(scores) if len(scores) > 1 else 0.0
-        rows.append(
-            [*map(str, key), str(len(scores))]
-            + [f"{v:.1f}" for v in (statistics.fmean(scores), std, min(scores), max(scores))]
-        )
+        std = f"{statistics.stdev(scores):.1f}" if len(scores) > 1 else "–"  # one pattern: no spread known
+        mean, low, high = (f"{v:.1f}" for v in (statistics.fmean(scores), min(scores), max(scores)))
+        rows.append([*map(str, key), str(len(scores)), mean, std, low, high])
     return rows
 
 
