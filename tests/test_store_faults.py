@@ -404,6 +404,20 @@ def test_sigint_says_what_is_kept_and_writes_no_line(sample_data, tmp_path):
     assert not resume_checkpoint_path(tmp_path / "run", resumed["config_hash"]).exists()
 
 
+def test_sigint_during_the_final_evaluation_is_an_interruption_too(sample_data, tmp_path, monkeypatch):
+    from promptscale.methods.base import AdaptationModule
+    from promptscale.train import Interrupted
+
+    def ctrl_c(self, batch, batch_idx):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(AdaptationModule, "validation_step", ctrl_c)
+    store = tmp_path / "results.jsonl"
+    with pytest.raises(Interrupted, match=r"stopped by SIGINT at step 2; no resume checkpoint; the same command"):
+        run_with(sample_data, tmp_path, store)
+    assert not lines(store)
+
+
 # ---- items 20, 21 on the command line ---------------------------------------------------------------
 
 SIGINT_DRIVER = """

@@ -127,6 +127,17 @@ def set_rng_states(states: dict) -> None:
         torch.cuda.set_rng_state_all(states["cuda"])
 
 
+class Interruption(L.Callback):
+    """Notes Ctrl-C, which Lightning turns into ``sys.exit(1)``, so that the run can say what happened
+    (and exit 130). No checkpoint is saved: Ctrl-C lands anywhere, mid optimizer step too (SIGTERM
+    waits for the batch to end)."""
+
+    seen = False
+
+    def on_exception(self, trainer, pl_module, exception) -> None:
+        self.seen = self.seen or isinstance(exception, KeyboardInterrupt)
+
+
 class Resume(L.Callback):
     """Saves ``path`` every ``every_n_steps`` optimizer steps (0: never), when Lightning stops the
     run on SIGTERM, and before handing a submitit preemption signal (USR2) on to submitit; keeps
@@ -137,7 +148,7 @@ class Resume(L.Callback):
         self.epoch = self.seen = 0
         self.saved_step = -1
         self._step = 0
-        self.preempted = self.interrupted = False
+        self.preempted = False
         # this run's wall time and peak memory before this process (segments up to the checkpoint)
         self.started, self.wall_before, self.peak_before = started or time.time(), 0.0, 0
         self._pending_rng: dict | None = None
@@ -204,10 +215,6 @@ class Resume(L.Callback):
         if isinstance(exception, SIGTERMException):
             self.save(trainer)
             self.preempted = True
-        if isinstance(exception, KeyboardInterrupt):
-            # no checkpoint: Ctrl-C lands anywhere, mid optimizer step too (SIGTERM waits for the batch
-            # to end). Lightning then ignores SIGINT and exits 1; the run says what happened, exits 130.
-            self.interrupted = True
 
     # ---- submitit's preemption signal --------------------------------------------------------
     def setup(self, trainer, pl_module, stage: str) -> None:

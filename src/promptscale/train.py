@@ -313,7 +313,7 @@ def _keep_result(out_dir: Path, key: str, record: dict, keep, checkpoint: Path) 
     except OSError as err:
         print(f"promptscale: the finished result, not stored ({err}): {line}", file=sys.stderr)
         kept = "the line above (stderr)"
-    if keep.trainer is not None and not checkpoint.is_file():
+    if keep.trainer is not None:  # the final weights, over an earlier periodic checkpoint
         try:
             keep.trainer.save_checkpoint(checkpoint, weights_only=False)
         except Exception as err:  # noqa: BLE001 - already failing: say what is kept, not a second traceback
@@ -358,6 +358,7 @@ def _train(
     from promptscale.methods import method_class
     from promptscale.models import load_backbone
     from promptscale.resume import (
+        Interruption,
         Resume,
         SafeCheckpointIO,
         SIGTERMException,
@@ -377,9 +378,10 @@ def _train(
     kwargs = trainer_kwargs(cfg)
     checkpoint = resume_checkpoint_path(out_dir, key)
     resume = Resume(checkpoint, cfg.checkpoint_every_n_steps, data, list(secrets), started=start)
+    interruption = Interruption()  # Ctrl-C, in fit or in the final evaluation
     trainer = L.Trainer(
         **{k: v for k, v in kwargs.items() if k not in ("callbacks", "plugins")},
-        callbacks=[*kwargs.get("callbacks", []), *callbacks, resume],
+        callbacks=[*kwargs.get("callbacks", []), *callbacks, resume, interruption],
         plugins=[*kwargs.get("plugins", []), SafeCheckpointIO()],
         logger=logger or False,
         default_root_dir=str(out_dir),
@@ -396,12 +398,14 @@ def _train(
             logger=logger or False,
             default_root_dir=str(out_dir),
             enable_model_summary=False,
+            callbacks=[interruption],
         )
         results = evaluator.validate(module, datamodule=data, verbose=False, weights_only=True)
     except BaseException as err:
         if hasattr(logger, "finish"):  # W&B: close this run, so that nothing later logs into it
             logger.finish(exit_code=1)
-        if isinstance(err, KeyboardInterrupt) or (isinstance(err, SystemExit) and resume.interrupted):
+        # Lightning turns Ctrl-C into "ignore SIGINT, exit 1" (in fit: Resume saw the KeyboardInterrupt)
+        if isinstance(err, KeyboardInterrupt) or (isinstance(err, SystemExit) and interruption.seen):
             if threading.current_thread() is threading.main_thread():
                 signal.signal(signal.SIGINT, signal.default_int_handler)  # Lightning left it ignored
             kept = (
