@@ -486,16 +486,15 @@ def _remove_hydra_only_dir(out_dir: Path) -> None:
     job log) and its empty parents, unless it holds anything else (an earlier run's files)."""
     import shutil
 
-    out_dir = Path(out_dir)
-    if not out_dir.is_dir():
+    out_dir, cwd = Path(out_dir).resolve(), Path.cwd().resolve()
+    if not (out_dir / ".hydra").is_dir() or out_dir == cwd or out_dir in cwd.parents:
         return
     for path in out_dir.rglob("*"):
-        hydra_file = path.parent.name == ".hydra" or (path.parent == out_dir and path.suffix == ".log")
+        hydra_file = path.parent == out_dir / ".hydra" or (path.parent == out_dir and path.suffix == ".log")
         if path.is_file() and path.stat().st_size and not hydra_file:
             return
     shutil.rmtree(out_dir, ignore_errors=True)
-    cwd = Path.cwd().resolve()
-    for parent in out_dir.resolve().parents:  # outputs/<date>/ when nothing else is in them
+    for parent in out_dir.parents:  # outputs/<date>/ when nothing else is in them
         if parent == cwd or cwd not in parent.parents:
             break
         with contextlib.suppress(OSError):
