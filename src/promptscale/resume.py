@@ -11,8 +11,11 @@ from __future__ import annotations
 
 import os
 import random
+import resource
 import signal
+import sys
 import threading
+import time
 from pathlib import Path
 
 import lightning as L
@@ -21,12 +24,58 @@ import torch
 from lightning.fabric.plugins.io.torch_io import TorchCheckpointIO
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 
-from promptscale.results import redact
+from promptscale.results import is_no_space, no_space, redact
 
 
 def resume_checkpoint_path(out_dir: Path, key: str) -> Path:
     """The run dir's resume checkpoint for config hash ``key``: another config never resumes from it."""
     return Path(out_dir) / "checkpoints" / f"resume-{key}.ckpt"
+
+
+def usable_checkpoint(path: Path) -> Path | None:
+    """``path`` if it holds a readable checkpoint; a truncated, empty or garbled one is moved aside
+    to ``<name>.corrupt-<time>`` with one line (the run starts fresh) instead of failing every
+    rerun. Read with ``mmap``: the zip index and the pickle are checked, the tensors not copied."""
+    path = Path(path)
+    if not path.is_file():
+        return None
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+        if not isinstance(state, dict) or "state_dict" not in state or "loops" not in state:
+            raise ValueError("not a Lightning checkpoint")
+        return path
+    except Exception as err:  # noqa: BLE001 - whatever is wrong with it, it cannot be resumed from
+        aside = path.with_name(f"{path.name}.corrupt-{time.strftime('%Y%m%d-%H%M%S')}")
+        os.replace(path, aside)
+        reason = " ".join(f"{type(err).__name__}: {err}".split())[:200]
+        print(f"promptscale: resume checkpoint {path} is unreadable ({reason}); moved to {aside}, starting fresh",
+              file=sys.stderr, flush=True)  # fmt: skip
+        return None
+
+
+def reset_peak_memory() -> None:
+    """Start this run's peak memory anew: CUDA's allocator statistics, and on Linux the process's
+    RSS high-water mark (``/proc/self/clear_refs``), so that a sweep's later jobs do not report
+    an earlier job's peak."""
+    if torch.cuda.is_available():
+        torch.cuda.reset_peak_memory_stats()
+    try:
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")
+    except OSError:
+        pass  # not Linux: peak_memory_bytes falls back to the process's lifetime peak
+
+
+def peak_memory_bytes() -> int:
+    """Peak since :func:`reset_peak_memory`: CUDA ``max_memory_allocated``, else the RSS high-water
+    mark (``VmHWM``; elsewhere than Linux, ``ru_maxrss``: the process's lifetime peak)."""
+    if torch.cuda.is_available() and torch.cuda.max_memory_allocated() > 0:
+        return int(torch.cuda.max_memory_allocated())
+    try:
+        with open("/proc/self/status") as f:
+            return next(int(line.split()[1]) * 1024 for line in f if line.startswith("VmHWM:"))
+    except (OSError, StopIteration, ValueError):
+        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * (1 if sys.platform == "darwin" else 1024)
 
 
 class SafeCheckpointIO(TorchCheckpointIO):
@@ -44,6 +93,10 @@ class SafeCheckpointIO(TorchCheckpointIO):
                 f.flush()
                 os.fsync(f.fileno())
             os.replace(tmp, path)
+        except (OSError, RuntimeError) as err:
+            if is_no_space(err):
+                raise no_space(path.parent) from err
+            raise
         finally:
             tmp.unlink(missing_ok=True)
 
@@ -74,17 +127,30 @@ def set_rng_states(states: dict) -> None:
         torch.cuda.set_rng_state_all(states["cuda"])
 
 
+class Interruption(L.Callback):
+    """Notes Ctrl-C, which Lightning turns into ``sys.exit(1)``, so that the run can say what happened
+    (and exit 130). No checkpoint is saved: Ctrl-C lands anywhere, mid optimizer step too (SIGTERM
+    waits for the batch to end)."""
+
+    seen = False
+
+    def on_exception(self, trainer, pl_module, exception) -> None:
+        self.seen = self.seen or isinstance(exception, KeyboardInterrupt)
+
+
 class Resume(L.Callback):
     """Saves ``path`` every ``every_n_steps`` optimizer steps (0: never), when Lightning stops the
     run on SIGTERM, and before handing a submitit preemption signal (USR2) on to submitit; keeps
     in it the data position and RNG states; and cuts secret values out of what it saves."""
 
-    def __init__(self, path: Path, every_n_steps: int, datamodule, secrets: list[str]):
+    def __init__(self, path: Path, every_n_steps: int, datamodule, secrets: list[str], started: float | None = None):
         self.path, self.every_n_steps, self.datamodule, self.secrets = Path(path), every_n_steps, datamodule, secrets
         self.epoch = self.seen = 0
         self.saved_step = -1
         self._step = 0
         self.preempted = False
+        # this run's wall time and peak memory before this process (segments up to the checkpoint)
+        self.started, self.wall_before, self.peak_before = started or time.time(), 0.0, 0
         self._pending_rng: dict | None = None
         self._deferred: tuple | None = None  # (previous handler, signum) of a signal held back
         self._previous: dict = {}
@@ -96,10 +162,25 @@ class Resume(L.Callback):
             trainer.save_checkpoint(self.path, weights_only=False)
             self.saved_step = trainer.global_step
 
+    def wall_time_s(self) -> float:
+        """This run's wall time: earlier segments (up to their last checkpoint) and this one."""
+        return self.wall_before + time.time() - self.started
+
+    def peak_memory_bytes(self) -> int:
+        return max(self.peak_before, peak_memory_bytes())
+
     def state_dict(self) -> dict:
-        return {"epoch": self.epoch, "seen": self.seen, "rng": rng_states(), "global_step": self._step}
+        return {
+            "epoch": self.epoch,
+            "seen": self.seen,
+            "rng": rng_states(),
+            "global_step": self._step,
+            "wall_time_s": self.wall_time_s(),
+            "peak_memory_bytes": self.peak_memory_bytes(),
+        }
 
     def load_state_dict(self, state: dict) -> None:
+        self.wall_before, self.peak_before = state.get("wall_time_s", 0.0), state.get("peak_memory_bytes", 0)
         self.epoch, self.seen = state["epoch"], state["seen"]
         self.datamodule.resume_at = (self.epoch, self.seen)
         self._pending_rng = state["rng"]

@@ -9,10 +9,13 @@ tokens) out of everything it writes. README "Guarantees" says what holds and how
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
+import math
 import os
-import resource
+import signal
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -50,6 +53,10 @@ def compose(overrides: list[str] = ()) -> DictConfig:
 
 class Preempted(Exception):
     """The run was stopped by SIGTERM (a scheduler's preemption) after saving a resume checkpoint."""
+
+
+class Interrupted(Exception):
+    """The run was stopped by SIGINT (Ctrl-C); the message says which resume checkpoint is kept."""
 
 
 def error_line(err: BaseException) -> str:
@@ -188,14 +195,6 @@ def make_logger(cfg, out_dir: Path, config: dict, secrets: list[str] | None = No
     return CSVLogger(str(out_dir), name="csv")
 
 
-def peak_memory_bytes() -> int:
-    import torch
-
-    if torch.cuda.is_available() and torch.cuda.max_memory_allocated() > 0:
-        return int(torch.cuda.max_memory_allocated())
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # Linux reports KiB
-
-
 def trainer_kwargs(cfg) -> dict:
     kwargs = OmegaConf.to_container(cfg.trainer, resolve=True)
     return {k: v for k, v in kwargs.items() if v is not None}
@@ -204,22 +203,24 @@ def trainer_kwargs(cfg) -> dict:
 def run(cfg: DictConfig, out_dir: Path, results_file: Path, keep_backbone: bool = False, callbacks=()) -> dict:
     """Train and evaluate once and append the results line to ``results_file``; return it.
 
-    Bad input raises PromptscaleError before any model loads and writes nothing. A run whose
-    config hash already has a finished line is skipped (``skip_finished``). A run that fails
-    after that writes a ``failed`` line with the error, then re-raises; one stopped by SIGTERM
-    writes nothing and raises Preempted (the same command resumes it). Lines and W&B configs
-    have secrets cut out. ``keep_backbone`` keeps a pristine copy of the backbone in memory for
-    the next runs of this process (an in-process sweep); ``callbacks`` join the fit Trainer's."""
+    Bad input raises PromptscaleError before any model loads and writes nothing; so does a run
+    dir or store that cannot be written. The config hash covers the examples read
+    (``data.fingerprint``). A run claims its hash in the store (:class:`Claim`): a hash that
+    another process is running is skipped (status ``running``, nothing written), one that has a
+    finished line too (``skip_finished``). A run that fails after that writes a ``failed`` line
+    with the error, then re-raises; one stopped by SIGTERM or SIGINT writes nothing and raises
+    Preempted / Interrupted (the same command resumes it). A finished result that cannot be
+    appended is kept in ``<run dir>/result-<hash>.json``, its weights in the resume checkpoint.
+    Lines and W&B configs have secrets cut out. ``keep_backbone`` keeps a pristine copy of the
+    backbone in memory for the next runs of this process (an in-process sweep); ``callbacks``
+    join the fit Trainer's."""
     from promptscale.quiet import silence_known_notices
-    from promptscale.results import append_result, config_hash, finished_record, redact, secret_values
+    from promptscale.results import Claim, check_finite, check_writable, config_hash, data_fingerprint, finished_record
 
     silence_known_notices()
+    check_finite(OmegaConf.to_container(cfg, resolve=True))
     validate(cfg)
     config = OmegaConf.to_container(cfg, resolve=True)
-    key = config_hash(config)
-    if cfg.skip_finished and (done := finished_record(results_file, key)):
-        print(f"promptscale: skipping {cfg.method.name} on {cfg.task.name} with {cfg.model.name}: finished as {key}")
-        return done
     from promptscale.data.datamodule import TaskDataModule
 
     data = TaskDataModule(cfg.task, cfg.data, cfg.seed)
@@ -228,25 +229,107 @@ def run(cfg: DictConfig, out_dir: Path, results_file: Path, keep_backbone: bool 
 
     method_class(cfg.method.name).check_data(cfg, data)
     data.check_fit(cfg)
+    config["data"]["fingerprint"] = data_fingerprint(data.train_examples, data.eval_examples)
+    key = config_hash(config)
+    check_writable(results_file, out_dir)
+    claim = Claim(results_file, key)
+    if holder := claim.acquire():
+        print(f"promptscale: skipping {what_run(cfg)}: {key} is being run by {holder} (claim {claim.path})")
+        return {"status": "running", "config_hash": key, "claimed_by": holder}
+    try:
+        if cfg.skip_finished and (done := finished_record(results_file, key)):
+            print(f"promptscale: skipping {what_run(cfg)}: finished as {key}")
+            return done
+        return _run_claimed(cfg, data, out_dir, results_file, config, key, keep_backbone, callbacks)
+    finally:
+        claim.release()
+
+
+def _run_claimed(
+    cfg, data, out_dir: Path, results_file: Path, config: dict, key: str, keep_backbone, callbacks
+) -> dict:
+    """``run`` once the hash is claimed: train, then store the line (or keep it beside the run)."""
+    import lightning as L
+
+    from promptscale.results import (
+        NonFiniteResult,
+        StoreError,
+        append_result,
+        is_no_space,
+        no_space,
+        non_finite_keys,
+        redact,
+        secret_values,
+    )
+    from promptscale.resume import resume_checkpoint_path
+
+    class KeepTrainer(L.Callback):  # the fit Trainer, to save the weights if the line cannot be stored
+        trainer = None
+
+        def on_fit_end(self, trainer, pl_module):
+            self.trainer = trainer
+
+    keep = KeepTrainer()
     secrets = secret_values(config=config)
     try:
-        record = _train(cfg, data, out_dir, config, key, secrets, keep_backbone, callbacks)
-    except Preempted:
+        record = _train(cfg, data, out_dir, config, key, secrets, keep_backbone, [*callbacks, keep])
+    except (Preempted, Interrupted):
         raise  # not failed: the same command resumes it
     except Exception as err:
-        append_result(results_file, redact(_failure(cfg, config, key, out_dir, err), secrets))
+        shown = no_space(getattr(err, "filename", None) or out_dir) if is_no_space(err) else err
+        try:
+            append_result(results_file, redact(_failure(cfg, config, key, out_dir, shown), secrets))
+        except StoreError as store_err:
+            print(f"promptscale: warning: the failed line was not stored: {store_err}", file=sys.stderr)
+        if shown is not err:
+            raise shown from err
         raise
     record = redact(record, secrets)
-    append_result(results_file, record)
+    if bad := non_finite_keys({"metrics": record["metrics"], "score": record["score"]}):
+        # a diverged run (NaN loss): a failed line, never a NaN in the store (not JSON) or a score
+        error = NonFiniteResult(f"{what_run(cfg)} diverged: {', '.join(bad)}; recorded as failed in {results_file}")
+        record.update(status="failed", error=f"NonFiniteResult: {', '.join(bad)}", score=None,
+                      metrics={k: v if math.isfinite(v) else None for k, v in record["metrics"].items()})  # fmt: skip
+        append_result(results_file, record)
+        raise error
+    checkpoint = resume_checkpoint_path(out_dir, key)
+    try:
+        append_result(results_file, record)
+    except StoreError as err:
+        kept = _keep_result(out_dir, key, record, keep, checkpoint)
+        raise StoreError(f"{err}; the finished result is kept in {kept}") from err
     if not cfg.keep_checkpoint:
-        from promptscale.resume import resume_checkpoint_path
-
-        resume_checkpoint_path(out_dir, key).unlink(missing_ok=True)
+        checkpoint.unlink(missing_ok=True)
     print(
-        f"promptscale: {cfg.method.name} on {cfg.task.name} with {cfg.model.name}: score {record['score']:.4f} "
+        f"promptscale: {what_run(cfg)}: score {record['score']:.4f} "
         f"({record['trainable_params']:,} trainable of {record['total_params']:,} params) -> {results_file}"
     )
     return record
+
+
+def what_run(cfg) -> str:
+    return f"{cfg.method.name} on {cfg.task.name} with {cfg.model.name}"
+
+
+def _keep_result(out_dir: Path, key: str, record: dict, keep, checkpoint: Path) -> str:
+    """The result line (and the trained weights, as the resume checkpoint: rerunning the same command
+    stores the line without training again) beside the run, when the store cannot take it. Returns where."""
+    line = json.dumps(record, sort_keys=True)
+    where = out_dir / f"result-{key}.json"
+    try:
+        where.write_text(line + "\n")
+        kept = str(where)
+    except OSError as err:
+        print(f"promptscale: the finished result, not stored ({err}): {line}", file=sys.stderr)
+        kept = "the line above (stderr)"
+    if keep.trainer is not None:  # the final weights, over an earlier periodic checkpoint
+        try:
+            keep.trainer.save_checkpoint(checkpoint, weights_only=False)
+        except Exception as err:  # noqa: BLE001 - already failing: say what is kept, not a second traceback
+            return f"{kept}; the weights could not be kept ({err})"
+    if checkpoint.is_file():
+        return f"{kept}, the weights in {checkpoint} (the same command stores it without training again)"
+    return kept
 
 
 def _identity(cfg, config: dict, key: str, out_dir: Path) -> dict:
@@ -281,27 +364,36 @@ def _train(
 
     from promptscale.methods import method_class
     from promptscale.models import load_backbone
+    from promptscale.resume import (
+        Interruption,
+        Resume,
+        SafeCheckpointIO,
+        SIGTERMException,
+        reset_peak_memory,
+        resume_checkpoint_path,
+        usable_checkpoint,
+    )
 
     start = time.time()
+    reset_peak_memory()  # this run's peak, not an earlier job's of this process
     L.seed_everything(cfg.seed, workers=True, verbose=False)
     backbone = load_backbone(cfg.model, keep=keep_backbone)
     module = method_class(cfg.method.name)(cfg, backbone)
     data.attach(backbone.tokenizer, cfg.model.family, cfg.method.head)
 
-    from promptscale.resume import Resume, SafeCheckpointIO, SIGTERMException, resume_checkpoint_path
-
     logger = make_logger(cfg, out_dir, config, list(secrets))
     kwargs = trainer_kwargs(cfg)
     checkpoint = resume_checkpoint_path(out_dir, key)
-    resume = Resume(checkpoint, cfg.checkpoint_every_n_steps, data, list(secrets))
+    resume = Resume(checkpoint, cfg.checkpoint_every_n_steps, data, list(secrets), started=start)
+    interruption = Interruption()  # Ctrl-C, in fit or in the final evaluation
     trainer = L.Trainer(
         **{k: v for k, v in kwargs.items() if k not in ("callbacks", "plugins")},
-        callbacks=[*kwargs.get("callbacks", []), *callbacks, resume],
+        callbacks=[*kwargs.get("callbacks", []), *callbacks, resume, interruption],
         plugins=[*kwargs.get("plugins", []), SafeCheckpointIO()],
         logger=logger or False,
         default_root_dir=str(out_dir),
     )
-    resume_from = checkpoint if checkpoint.is_file() else None
+    resume_from = usable_checkpoint(checkpoint)
     if resume_from:
         print(f"promptscale: resuming from {resume_from}", flush=True)
     try:
@@ -313,11 +405,22 @@ def _train(
             logger=logger or False,
             default_root_dir=str(out_dir),
             enable_model_summary=False,
+            callbacks=[interruption],
         )
         results = evaluator.validate(module, datamodule=data, verbose=False, weights_only=True)
     except BaseException as err:
         if hasattr(logger, "finish"):  # W&B: close this run, so that nothing later logs into it
             logger.finish(exit_code=1)
+        # Lightning turns Ctrl-C into "ignore SIGINT, exit 1" (in fit: Resume saw the KeyboardInterrupt)
+        if isinstance(err, KeyboardInterrupt) or (isinstance(err, SystemExit) and interruption.seen):
+            if threading.current_thread() is threading.main_thread():
+                signal.signal(signal.SIGINT, signal.default_int_handler)  # Lightning left it ignored
+            kept = (
+                f"resume checkpoint at step {resume.saved_step} kept: {checkpoint}; the same command resumes from it"
+                if checkpoint.is_file()
+                else "no resume checkpoint; the same command starts over"
+            )
+            raise Interrupted(f"stopped by SIGINT at step {trainer.global_step}; {kept}") from None
         if not isinstance(err, SIGTERMException):
             raise
         saved = (
@@ -339,8 +442,8 @@ def _train(
         **module.parameter_counts(),
         "checkpoint_bytes": module.checkpoint_bytes(),
         "train_steps": trainer.global_step,
-        "wall_time_s": round(time.time() - start, 2),
-        "peak_memory_bytes": peak_memory_bytes(),
+        "wall_time_s": round(resume.wall_time_s(), 2),  # over every segment of a resumed run
+        "peak_memory_bytes": resume.peak_memory_bytes(),
         "device": "cuda" if torch.cuda.is_available() else "cpu",
     }
     if logger is not None:
@@ -354,19 +457,55 @@ def _train(
     return record
 
 
-def _scrub_hydra_files(folder: Path, secrets: list[str]) -> None:
-    """Hydra saves the command line's overrides (``.hydra/*.yaml``, ``multirun.yaml``): cut secrets out."""
-    if not secrets:
-        return
-    from promptscale.results import REDACTED
+def _scrub_hydra_files(folder: Path, secrets: list[str], overrides=()) -> None:
+    """Hydra saves the command line's overrides and the config (``.hydra/*.yaml``, incl.
+    ``override_dirname``; ``multirun.yaml``): cut secret values out, and the values of
+    secret-named keys among ``overrides`` (``+api_key=…``, ``+db.password=…``) whatever their length."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
 
+    from promptscale.results import REDACTED, is_secret_name, redact
+
+    swaps = [(secret, REDACTED) for secret in secrets]
+    for override in OverridesParser.create().parse_overrides(list(overrides)):
+        if is_secret_name(override.key_or_group):
+            redacted = f"{override.get_key_element()}={REDACTED}"
+            swaps += [(override.input_line, redacted), (f"{override.get_key_element()}={override.get_value_element_as_str()}", redacted)]  # fmt: skip
+    if not swaps:
+        return
     for path in [*folder.glob(".hydra/*.yaml"), folder / "multirun.yaml"]:
-        if path.is_file() and any(secret in (text := path.read_text()) for secret in secrets):
-            for secret in secrets:
-                text = text.replace(secret, REDACTED)
+        if not path.is_file():
+            continue
+        text = original = path.read_text()
+        for old, new in swaps:
+            text = text.replace(old, new)
+        if path.name == "config.yaml":  # the composed config: a secret-named key's value, however short
+            container = OmegaConf.to_container(OmegaConf.create(text))
+            if (scrubbed := redact(container, [])) != container:
+                text = OmegaConf.to_yaml(OmegaConf.create(scrubbed))
+        if text != original:
             tmp = path.with_name(f".{path.name}.tmp")
             tmp.write_text(text)
             os.replace(tmp, path)
+
+
+def _remove_hydra_only_dir(out_dir: Path) -> None:
+    """Bad input writes nothing: remove the run dir Hydra made for this run (its ``.hydra/`` and
+    job log) and its empty parents, unless it holds anything else (an earlier run's files)."""
+    import shutil
+
+    out_dir, cwd = Path(out_dir).resolve(), Path.cwd().resolve()
+    if not (out_dir / ".hydra").is_dir() or out_dir == cwd or out_dir in cwd.parents:
+        return
+    for path in out_dir.rglob("*"):
+        hydra_file = path.parent == out_dir / ".hydra" or (path.parent == out_dir and path.suffix == ".log")
+        if path.is_file() and path.stat().st_size and not hydra_file:
+            return
+    shutil.rmtree(out_dir, ignore_errors=True)
+    for parent in out_dir.parents:  # outputs/<date>/ when nothing else is in them
+        if parent == cwd or cwd not in parent.parents:
+            break
+        with contextlib.suppress(OSError):
+            parent.rmdir()
 
 
 _task_started = False  # past composition: errors from here on are the run's own
@@ -400,21 +539,29 @@ def _hydra_main(cfg: DictConfig) -> None:
     _task_started = True
     sweeping = HydraConfig.get().mode == RunMode.MULTIRUN
     out_dir, results_file = hydra_paths(cfg)
-    secrets = secret_values()
-    _scrub_hydra_files(out_dir, secrets)
+    try:
+        config = OmegaConf.to_container(cfg, resolve=True)
+    except Exception:  # noqa: BLE001 - a bad interpolation is reported by run(); scrub what is there
+        config = OmegaConf.to_container(cfg, resolve=False)
+    secrets, overrides = secret_values(config=config), list(HydraConfig.get().overrides.task)
+    _scrub_hydra_files(out_dir, secrets, overrides)
     if sweeping:
-        _scrub_hydra_files(Path(HydraConfig.get().sweep.dir), secrets)
+        _scrub_hydra_files(Path(HydraConfig.get().sweep.dir), secrets, overrides)
         print(f"promptscale: {sweep_position(HydraConfig.get())}", flush=True)
     try:
         run(cfg, out_dir, results_file, keep_backbone=sweeping)
     except PromptscaleError as err:
         print(f"promptscale: error: {err}", file=sys.stderr)
         if not sweeping:
+            _remove_hydra_only_dir(out_dir)
             sys.exit(2)
     except Preempted as err:
         # the whole process was asked to stop: no further jobs of a sweep either
         print(f"promptscale: preempted: {err}", file=sys.stderr)
         sys.exit(143)
+    except (Interrupted, KeyboardInterrupt) as err:  # Ctrl-C: no further jobs of a sweep either
+        print(f"promptscale: interrupted: {err or 'stopped by SIGINT before training'}", file=sys.stderr)
+        sys.exit(130)
     except Exception as err:
         if not sweeping:
             raise

@@ -27,6 +27,8 @@ from collections import defaultdict
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
+from promptscale.results import store_lines
+
 SUPERGLUE = ("boolq", "cb", "copa", "multirc", "record", "rte", "wic", "wsc")
 COLUMNS = ("task", "model")
 # methods in the order the papers list them; others follow by name
@@ -136,24 +138,11 @@ def _to_run(record: dict, source: str) -> Run:
     )
 
 
-def _store_lines(path: Path):
-    """(source, record or None) per non-empty line; None for a line that is not a JSON object."""
-    with Path(path).open() as f:
-        for number, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            try:
-                record = json.loads(line)
-            except json.JSONDecodeError:
-                record = None
-            yield f"{path}:{number}", record if isinstance(record, dict) else None
-
-
 def load(paths=(), wandb_dirs=()) -> Results:
     """Read results stores and W&B run folders; keep the last finished record per config hash
     (W&B runs first, so a store's line wins), count failed lines, name skipped ones."""
     sources = [item for d in wandb_dirs for item in read_wandb_runs(Path(d))]
-    sources += [item for p in paths for item in _store_lines(Path(p))]
+    sources += [item for p in paths for item in store_lines(Path(p))]  # one warning per bad line
     results = Results(runs=[])
     finished: dict[str, Run] = {}
     failed: set[str] = set()
