@@ -235,7 +235,8 @@ def run(cfg: DictConfig, out_dir: Path, results_file: Path, keep_backbone: bool 
         resume_checkpoint_path(out_dir, key).unlink(missing_ok=True)
     print(
         f"promptscale: {cfg.method.name} on {cfg.task.name} with {cfg.model.name}: score {record['score']:.4f} "
-        f"({record['trainable_params']:,} trainable of {record['total_params']:,} params) -> {results_file}"
+        f"({record['trained_params']:,} trained, {record['kept_params']:,} kept of {record['total_params']:,} params) "
+        f"-> {results_file}"
     )
     return record
 
@@ -298,7 +299,7 @@ def _train(
     if resume_from:
         print(f"promptscale: resuming from {resume_from}", flush=True)
     try:
-        if module.parameter_counts()["trainable_params"]:  # tuning-free methods (icl, cot) only evaluate
+        if module.trained_params:  # tuning-free methods (icl, cot) only evaluate
             trainer.fit(module, datamodule=data, ckpt_path=resume_from, weights_only=True)
         # the final evaluation always covers the whole eval split (data.eval_size subsamples it)
         evaluator = L.Trainer(
@@ -338,7 +339,7 @@ def _train(
     }
     if logger is not None:
         logger.log_metrics(
-            {k: record[k] for k in ("trainable_params", "total_params", "wall_time_s", "peak_memory_bytes", "score")}
+            {k: record[k] for k in ("trained_params", "kept_params", "total_params", "wall_time_s", "peak_memory_bytes", "score")}
         )
         if hasattr(logger, "finish"):  # W&B
             logger.finish()
@@ -388,6 +389,7 @@ def _hydra_main(cfg: DictConfig) -> None:
     from hydra.types import RunMode
 
     from promptscale.results import secret_values
+    from promptscale.sweep import record_failure
 
     global _task_started
     _task_started = True
@@ -404,6 +406,7 @@ def _hydra_main(cfg: DictConfig) -> None:
         print(f"promptscale: error: {err}", file=sys.stderr)
         if not sweeping:
             sys.exit(2)
+        record_failure(HydraConfig.get(), str(err))
     except Preempted as err:
         # the whole process was asked to stop: no further jobs of a sweep either
         print(f"promptscale: preempted: {err}", file=sys.stderr)
@@ -411,8 +414,10 @@ def _hydra_main(cfg: DictConfig) -> None:
     except Exception as err:
         if not sweeping:
             raise
-        # one failing job of a sweep is recorded (a failed line) and does not stop the others
+        # one failing job of a sweep is recorded (a failed line) and does not stop the others; the
+        # sweep then ends non-zero (SweepCheck.on_multirun_end)
         print(f"promptscale: run failed, recorded as failed: {type(err).__name__}: {err}", file=sys.stderr)
+        record_failure(HydraConfig.get(), f"{type(err).__name__}: {err}")
 
 
 def main() -> None:

@@ -109,12 +109,12 @@ class TaskDataModule(L.LightningDataModule):
             check_template(self.task, examples[0], str(path))
         return examples
 
-    def _subsample(self, examples: list[Example], size, key: str) -> list[Example]:
+    def _subsample(self, examples: list[Example], size, key: str, seed: int) -> list[Example]:
         if size is None:
             return examples
         if size > len(examples):
             raise ConfigError(f"data.{key}={size} is larger than the split ({len(examples)} records)")
-        return random.Random(self.seed).sample(examples, size)
+        return random.Random(seed).sample(examples, size)
 
     def read(self) -> None:
         """Read and check both splits (no model needed, so bad data fails before loading one)."""
@@ -124,8 +124,10 @@ class TaskDataModule(L.LightningDataModule):
         if self.task.kind == "tagging" and not self.task.labels:  # generic CoNLL: tag set from train
             tags = sorted({t for e in train for t in e.tags} - {"O"})
             self.task.labels = ["O", *tags]
-        self.train_examples = self._subsample(train, self.data.train_size, "train_size")
-        self.eval_examples = self._subsample(self.read_split(self.eval_split), self.data.eval_size, "eval_size")
+        self.train_examples = self._subsample(train, self.data.train_size, "train_size", self.seed)
+        self.eval_examples = self._subsample(
+            self.read_split(self.eval_split), self.data.eval_size, "eval_size", self.data.eval_seed
+        )
 
     def attach(self, tokenizer, family: str, head: str) -> None:
         self.tokenizer, self.family, self.head = tokenizer, family, head
