@@ -33,13 +33,41 @@ def sweep_cells(params: dict, arguments: list[str], config_loader=None) -> list[
     return [cell for batch in BasicSweeper.split_arguments(overrides, None) for cell in batch]
 
 
-def check_cell(cell: list[str], config_name: str = "train") -> None:
-    """Compose and validate one job's config (no data, no model); raises on the first problem."""
+def check_cells(cells: list[list[str]], config_name: str = "train"):
+    """Compose and validate every job's config (no data, no model), in order; yields (index, error)
+    for each that fails. Needs an initialized Hydra (inside the app, or ``initialize_config_dir``).
+
+    A job's config is composed as Hydra composes it: the defaults list with the job's config-group
+    choices, then its value overrides. Jobs that differ only in values (seed, method.init, ...)
+    share one composition of their group choices: composing costs ~0.4 s, a value override ~1 ms."""
+    import copy
+
     from hydra import compose
+    from hydra._internal.config_loader_impl import ConfigLoaderImpl
+    from hydra.core.global_hydra import GlobalHydra
+    from hydra.core.override_parser.overrides_parser import OverridesParser
 
     from promptscale.config import validate
 
-    validate(compose(config_name=config_name, overrides=list(cell)))
+    loader = GlobalHydra.instance().config_loader()
+    parser = OverridesParser.create(config_loader=loader)
+    groups: dict[str, bool] = {}
+    composed: dict[tuple, object] = {}
+    for i, cell in enumerate(cells):
+        try:
+            overrides = parser.parse_overrides(list(cell))
+            for o in overrides:
+                if o.key_or_group not in groups:
+                    groups[o.key_or_group] = "/" in o.key_or_group or bool(loader.get_group_options(o.key_or_group))
+            choices = tuple(o.input_line for o in overrides if groups[o.key_or_group])
+            if choices not in composed:
+                composed[choices] = compose(config_name=config_name, overrides=list(choices))
+            cfg = copy.deepcopy(composed[choices])
+            # Hydra's own step that applies value overrides after the defaults list
+            ConfigLoaderImpl._apply_overrides_to_config([o for o in overrides if not groups[o.key_or_group]], cfg)
+            validate(cfg)
+        except Exception as err:  # noqa: BLE001 - PromptscaleError or Hydra/OmegaConf's
+            yield i, err
 
 
 def record_failure(hydra_cfg, message: str) -> None:
@@ -80,16 +108,13 @@ class SweepCheck(Callback):
         loader = GlobalHydra.instance().config_loader()
         cells = sweep_cells(config.hydra.sweeper.get("params"), list(config.hydra.overrides.task), loader)
         self.cells = len(cells)
-        for i, cell in enumerate(cells):
-            try:
-                check_cell(cell, config_name or "train")
-            except Exception as err:  # noqa: BLE001 - PromptscaleError or Hydra/OmegaConf's: one line each
-                print(
-                    f"promptscale: error: sweep refused, run {i + 1} of {len(cells)} ({' '.join(cell)}): "
-                    f"{error_line(err)}",
-                    file=sys.stderr,
-                )
-                raise SystemExit(2) from None  # Hydra's callbacks turn an Exception into a warning
+        for i, err in check_cells(cells, config_name or "train"):
+            print(
+                f"promptscale: error: sweep refused, run {i + 1} of {len(cells)} ({' '.join(cells[i])}): "
+                f"{error_line(err)}",
+                file=sys.stderr,
+            )
+            raise SystemExit(2)  # Hydra's callbacks turn an Exception into a warning
         print(f"promptscale: sweep of {len(cells)} runs: every config checked", flush=True)
 
     def on_multirun_end(self, config: DictConfig, **kwargs) -> None:
@@ -106,3 +131,24 @@ class SweepCheck(Callback):
             file=sys.stderr,
         )
         raise SystemExit(1)
+
+
+def release_memory() -> None:
+    """After an in-process sweep job: collect the job's reference cycles (Trainer <-> module,
+    W&B run) and hand freed heap back to the OS. glibc keeps freed blocks of the many per-thread
+    arenas mapped, so without ``malloc_trim`` the RSS of a sweep of SmolLM2-135M jobs wanders up
+    by a model copy at a time although nothing of the finished job is alive."""
+    import ctypes
+    import ctypes.util
+    import gc
+
+    gc.collect()
+    import torch
+
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
+    libc = ctypes.util.find_library("c")
+    if libc:
+        trim = getattr(ctypes.CDLL(libc), "malloc_trim", None)  # glibc only
+        if trim is not None:
+            trim(0)

@@ -37,6 +37,7 @@ class MemoryReport(Callback):
 
     def __init__(self) -> None:
         self.start = 0.0
+        self.peak = 0
 
     def on_job_start(self, config, **kwargs) -> None:
         gc.collect()
@@ -44,11 +45,18 @@ class MemoryReport(Callback):
         self.start = time.time()
 
     def on_job_end(self, config, job_return, **kwargs) -> None:
+        import lightning as L
+
+        from promptscale.models import Backbone
+
         peak = _status("VmHWM")
+        self.peak = max(self.peak, peak)  # clear_refs resets the process's own high-water mark too
         gc.collect()
+        alive = sum(isinstance(o, (L.LightningModule, L.Trainer, Backbone)) for o in gc.get_objects())
         print(
             f"memory: job {config.hydra.job.num + 1} rss_after {_status('VmRSS') / 2**20:.0f} MiB "
-            f"peak {peak / 2**20:.0f} MiB time {time.time() - self.start:.1f} s status {job_return.status.name}",
+            f"job_peak {peak / 2**20:.0f} MiB process_peak {self.peak / 2**20:.0f} "
+            f"MiB alive_modules_trainers {alive} time {time.time() - self.start:.1f} s status {job_return.status.name}",
             flush=True,
         )
 

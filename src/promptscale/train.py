@@ -389,7 +389,7 @@ def _hydra_main(cfg: DictConfig) -> None:
     from hydra.types import RunMode
 
     from promptscale.results import secret_values
-    from promptscale.sweep import record_failure
+    from promptscale.sweep import record_failure, release_memory
 
     global _task_started
     _task_started = True
@@ -418,6 +418,9 @@ def _hydra_main(cfg: DictConfig) -> None:
         # sweep then ends non-zero (SweepCheck.on_multirun_end)
         print(f"promptscale: run failed, recorded as failed: {type(err).__name__}: {err}", file=sys.stderr)
         record_failure(HydraConfig.get(), f"{type(err).__name__}: {err}")
+    finally:
+        if sweeping:  # the next job of this process starts from the memory the first one had
+            release_memory()
 
 
 def main() -> None:
