@@ -77,7 +77,11 @@ def test_experiments_give_each_method_its_own_settings(experiment, method, model
 
 
 def test_method_overrides_apply_to_the_method_in_use_only():
-    over = ["++method_overrides.icl.shots=2", "++method_overrides.cot.max_new_tokens=9", "++method_overrides.finetune.lr=0.5"]
+    over = [
+        "++method_overrides.icl.shots=2",
+        "++method_overrides.cot.max_new_tokens=9",
+        "++method_overrides.finetune.lr=0.5",
+    ]
     for method, key, value in (("icl", "shots", 2), ("cot", "max_new_tokens", 9), ("finetune", "lr", 0.5)):
         cfg = compose_train([f"method={method}", "model=tiny-gpt2", *over])
         validate(cfg)
@@ -135,7 +139,9 @@ def test_eval_subsample_is_fixed_by_eval_seed(sample_data):
     from promptscale.data.datamodule import TaskDataModule
 
     def subsets(*overrides):
-        cfg = compose_train(["task=rte", f"data.dir={sample_data}", "data.train_size=8", "data.eval_size=8", *overrides])
+        cfg = compose_train(
+            ["task=rte", f"data.dir={sample_data}", "data.train_size=8", "data.eval_size=8", *overrides]
+        )
         data = TaskDataModule(cfg.task, cfg.data, cfg.seed)
         data.read()
         return [e.fields for e in data.train_examples], [e.fields for e in data.eval_examples]

@@ -339,7 +339,10 @@ def _train(
     }
     if logger is not None:
         logger.log_metrics(
-            {k: record[k] for k in ("trained_params", "kept_params", "total_params", "wall_time_s", "peak_memory_bytes", "score")}
+            {
+                k: record[k]
+                for k in ("trained_params", "kept_params", "total_params", "wall_time_s", "peak_memory_bytes", "score")
+            }
         )
         if hasattr(logger, "finish"):  # W&B
             logger.finish()
