@@ -1,5 +1,6 @@
-"""Memory of an in-process sweep: run N jobs of one config (seeds 0..N-1) in one ``--multirun``
-and print, after each job, the process's resident memory (RSS) and that job's peak (VmHWM, reset
+"""Memory of an in-process sweep: run N identical jobs in one ``--multirun`` (they differ only in
+``checkpoint_every_n_steps``, 1000 and up, which a run of fewer steps never reaches; so every job
+reads the same examples and has the same working set) and print, after each job, the process's resident memory (RSS) and that job's peak (VmHWM, reset
 before each job through ``/proc/self/clear_refs``; Linux).
 
     python -m promptscale.sweep_memory --jobs 20 model=smollm2-135m trainer.max_steps=1 \\
@@ -73,7 +74,8 @@ def main(argv: list[str] | None = None) -> None:
     sys.argv = [
         "promptscale-train",
         "--multirun",
-        f"seed=range(0,{args.jobs})",
+        f"checkpoint_every_n_steps=range(1000,{1000 + args.jobs})",
+        "skip_finished=false",
         *args.overrides,
         f"hydra.sweep.dir={sweep_dir}",
         f"+hydra.callbacks.memory_report._target_={__name__}.MemoryReport",
