@@ -105,6 +105,8 @@ class SweepCheck(Callback):
 
         FAILED.clear()
         self.start = time.time()
+        if not str(config.hydra.sweeper.get("_target_", "")).endswith(".BasicSweeper"):
+            return  # other sweepers (Optuna, Ax) choose their jobs as they go: nothing to list up front
         loader = GlobalHydra.instance().config_loader()
         cells = sweep_cells(config.hydra.sweeper.get("params"), list(config.hydra.overrides.task), loader)
         self.cells = len(cells)
