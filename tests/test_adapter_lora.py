@@ -65,8 +65,8 @@ def test_adapter_identity_at_init_and_closed_form_count(model):
     n_houlsby, n_pfeiffer = N_ADAPTED[model]
     assert len(module.adapters) == n_houlsby
     counts = module.parameter_counts()
-    assert counts["trainable_params"] == n_houlsby * adapter_param_count(D, 8) == n_houlsby * (2 * D * 8 + 8 + D)
-    assert counts["total_params"] == sum(p.numel() for p in reference.parameters()) + counts["trainable_params"]
+    assert counts["trained_params"] == n_houlsby * adapter_param_count(D, 8) == n_houlsby * (2 * D * 8 + 8 + D)
+    assert counts["total_params"] == sum(p.numel() for p in reference.parameters()) + counts["trained_params"]
 
     # Pfeiffer: after the feed-forward only; trainable layer norms add exactly the base model's norms
     _, pfeiffer = build([f"model={model}", "method=adapter", "method.bottleneck=8", "method.placement=pfeiffer"])
@@ -78,7 +78,7 @@ def test_adapter_identity_at_init_and_closed_form_count(model):
     )
     assert norms > 0
     assert set(pfeiffer.adapter_points.values()) == {"ffn"}
-    assert pfeiffer.parameter_counts()["trainable_params"] == n_pfeiffer * adapter_param_count(D, 8) + norms
+    assert pfeiffer.parameter_counts()["trained_params"] == n_pfeiffer * adapter_param_count(D, 8) + norms
 
 
 @pytest.mark.parametrize("model", list(N_ADAPTED))
@@ -91,7 +91,7 @@ def test_lora_identity_at_init_closed_form_count_and_merge(model):
     family, tok = cfg.model.family, reference.tokenizer
     before = lm_logits(reference.model, tok, family)
     assert torch.equal(lm_logits(module.backbone.model, tok, family), before)  # B = 0
-    assert module.parameter_counts()["trainable_params"] == lora_closed_form(model, 4)
+    assert module.parameter_counts()["trained_params"] == lora_closed_form(model, 4)
 
     # a trained-looking B: merged and unmerged outputs agree within 1e-5
     generator = torch.Generator().manual_seed(0)
@@ -197,7 +197,7 @@ def test_lora_overfits_frozen_checkpoint_peft_and_merge(train, tmp_path):
     cfg = module.cfg
 
     assert rec.losses[-1] < 0.9 * rec.losses[0]  # overfits the 8 examples
-    assert record["trainable_params"] == lora_closed_form("tiny-gpt2", 8) == 2048
+    assert record["trained_params"] == lora_closed_form("tiny-gpt2", 8) == 2048
     assert record["train_steps"] == 12 and not module.merged
     assert frozen_unchanged(module, cfg) == []  # bit-identical backbone
 
@@ -233,7 +233,7 @@ def test_adapter_tagging_overfits_with_head_and_frozen_backbone(train, tmp_path)
         p.numel() for m in module.backbone.model.base_model.modules() if is_norm(m) for p in m.parameters(recurse=False)
     )
     head = D * n_tags + n_tags
-    assert record["trainable_params"] == 4 * adapter_param_count(D, 16) + norms + head
+    assert record["trained_params"] == 4 * adapter_param_count(D, 16) + norms + head
     assert module.tag_head.weight.requires_grad
     # everything but the layer norms is bit-identical to the fresh backbone
     assert frozen_unchanged(module, cfg, skip=lambda name: "LayerNorm" in name) == []
@@ -257,12 +257,12 @@ def test_other_families_train(train, tmp_path, overrides):
     assert record["train_steps"] == 3 and record["method"] == overrides[0].split("=")[1]
     assert record["score"] == record["score"]  # not NaN
     if record["method"] == "lora":
-        assert module.merged and record["trainable_params"] == lora_closed_form("tiny-t5", 8)
+        assert module.merged and record["trained_params"] == lora_closed_form("tiny-t5", 8)
     else:
         head = D * 2 + 2  # cls_head over RTE's two labels
         norms = 5 * D  # 2 x 2 RMSNorms per layer + final norm (no bias)
         assert module.cls_head.weight.requires_grad
-        assert record["trainable_params"] == 2 * adapter_param_count(D, 64) + norms + head
+        assert record["trained_params"] == 2 * adapter_param_count(D, 64) + norms + head
 
 
 # ---- the packaged SmolLM2-135M on real RTE -----------------------------------------------------
@@ -295,6 +295,6 @@ def test_smollm2_real_rte(method, tmp_path):
     assert 0.0 <= line["metrics"]["accuracy"] <= 1.0
     d, layers, m, r = 576, 30, 64, 8
     if method == "lora":  # q_proj 576 -> 576, v_proj 576 -> 192 (3 kv heads of 64)
-        assert line["trainable_params"] == layers * (r * (d + d) + r * (d + 192))
+        assert line["trained_params"] == layers * (r * (d + d) + r * (d + 192))
     else:  # 2 adapters per layer, plus 2 RMSNorms per layer and the final norm
-        assert line["trainable_params"] == 2 * layers * (2 * d * m + m + d) + (2 * layers + 1) * d
+        assert line["trained_params"] == 2 * layers * (2 * d * m + m + d) + (2 * layers + 1) * d

@@ -31,7 +31,7 @@ def test_ptuning_v2_counts_and_prefixes_change_outputs(sample_data, model, task)
     layers, kv_heads, head_dim = module.backbone.kv_shape()
     head = module.tag_head or module.cls_head
     head_params = sum(p.numel() for p in head.parameters())
-    assert module.parameter_counts()["trainable_params"] == 4 * layers * 2 * kv_heads * head_dim + head_params
+    assert module.parameter_counts()["trained_params"] == 4 * layers * 2 * kv_heads * head_dim + head_params
     batch = next(iter(data.val_dataloader()))
     module.eval()
     with torch.no_grad():
@@ -57,7 +57,7 @@ def test_prefix_tuning_folds_its_mlp_to_identical_outputs(sample_data):
     names = [n for n, p in module.named_parameters() if p.requires_grad]
     assert names == ["deep_prompt.prefix"]
     layers, kv_heads, head_dim = module.backbone.kv_shape()
-    assert module.parameter_counts()["trainable_params"] == 10 * layers * 2 * kv_heads * head_dim
+    assert module.parameter_counts()["kept_params"] == 10 * layers * 2 * kv_heads * head_dim
 
 
 @pytest.mark.parametrize(
@@ -87,7 +87,7 @@ def test_training_keeps_backbone_frozen_and_saves_only_prefixes(train, tmp_path,
     state = torch.load(tmp_path / "final.ckpt", weights_only=True)["state_dict"]
     assert not any(k.startswith("backbone.") for k in state)
     assert "deep_prompt.prefix" in state and not any("mlp" in k for k in state)
-    assert record["trainable_params"] == sum(v.numel() for v in state.values())
+    assert record["kept_params"] == sum(v.numel() for v in state.values())
 
 
 def test_ptuning_v2_refuses_encoder_decoders_with_a_reason(sample_data):

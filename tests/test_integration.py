@@ -51,6 +51,6 @@ def test_prompt_tuning_on_smollm2_with_real_rte(tmp_path: Path):
     record = run(cfg, tmp_path, results)
     line = json.loads(results.read_text().splitlines()[0])
     assert line["config_hash"] == record["config_hash"]
-    assert line["trainable_params"] == 20 * 576  # prompt_length x d_model
+    assert line["trained_params"] == 20 * 576  # prompt_length x d_model
     assert line["train_steps"] == 4
     assert 0.0 <= line["metrics"]["accuracy"] <= 1.0

@@ -107,7 +107,7 @@ def test_random_init_is_uniform_in_range_and_counts_p_times_d():
     module = build(["method.prompt_length=100", "method.init_range=0.5"])
     assert module.prompt.shape == (100, module.backbone.hidden_size)
     assert module.prompt.abs().max() <= 0.5
-    assert module.parameter_counts()["trainable_params"] == 100 * module.backbone.hidden_size
+    assert module.parameter_counts()["trained_params"] == 100 * module.backbone.hidden_size
 
 
 def test_prompt_peft_folder_loads_with_peft_and_matches(tmp_path):

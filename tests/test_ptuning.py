@@ -59,7 +59,7 @@ def test_without_template_prompt_length_tokens_go_first(sample_data):
 def test_mlp_encoder_parameter_count_is_closed_form(sample_data):
     cfg, module, _ = build(sample_data, ["model=tiny-gpt2", "method.encoder=mlp", "method.prompt_length=5"])
     d = module.backbone.hidden_size
-    assert module.parameter_counts()["trainable_params"] == 5 * d + (d * d + d) + (d * d + d)
+    assert module.parameter_counts()["trained_params"] == 5 * d + (d * d + d) + (d * d + d)
 
 
 @pytest.mark.parametrize("freeze", [True, False])

@@ -1,5 +1,8 @@
+import json
+import shutil
 import sys
 
+import pytest
 from omegaconf import OmegaConf
 
 from promptscale.train import sweep_position
@@ -18,3 +21,55 @@ def test_sweep_position_counts_the_experiment_and_command_line_lists(monkeypatch
     )
     # task 2 x seed 2 (the command line's seed list replaces the experiment's) x method 3
     assert sweep_position(hydra_cfg) == "sweep run 3 of 12: task=rte seed=0 method=lora"
+
+
+def _multirun(monkeypatch, *args) -> int:
+    """promptscale-train --multirun ARGS in this process; its exit status."""
+    from promptscale import train
+
+    monkeypatch.setattr(sys, "argv", ["promptscale-train", "--multirun", *args])
+    try:
+        train.main()
+    except SystemExit as done:
+        return done.code
+    return 0
+
+
+FAST = [
+    "logger=none",
+    "trainer.max_steps=1",
+    "data.train_size=4",
+    "data.eval_size=4",
+    "trainer.enable_progress_bar=false",
+]
+
+
+@pytest.mark.parametrize(
+    "sweep,refused",
+    [
+        (["method=prompt_tuning", "method.init=random,vocabb"], "method.init=vocabb"),  # a value validate() rejects
+        (["method=finetune,icl", "++method_overrides.icl.shots=-1"], "method=icl"),  # an experiment-level setting
+        (["method=prompt_tuning,finetune", "task=rte,conll03", "model=tiny-t5"], "task=conll03"),  # family x task
+    ],
+)
+def test_a_bad_cell_refuses_the_whole_sweep_before_any_job(sweep, refused, sample_data, tmp_path, monkeypatch, capsys):
+    status = _multirun(monkeypatch, *sweep, *FAST, f"data.dir={sample_data}", f"hydra.sweep.dir={tmp_path}")
+    err = capsys.readouterr().err
+    lines = [line for line in err.splitlines() if line.startswith("promptscale: error:")]
+    assert status == 2 and len(lines) == 1 and "sweep refused" in lines[0] and refused in lines[0], err[-2000:]
+    assert not (tmp_path / "results.jsonl").exists() and not (tmp_path / "0").exists()
+
+
+def test_a_sweep_with_failed_jobs_exits_non_zero_with_one_summary_line(sample_data, tmp_path, monkeypatch, capsys):
+    data = tmp_path / "data"
+    shutil.copytree(sample_data / "fewglue" / "CB", data / "fewglue" / "CB")  # no RTE: that job fails
+    sweep = tmp_path / "sweep"
+    status = _multirun(
+        monkeypatch, "task=cb,rte", "method=finetune", *FAST, f"data.dir={data}", f"hydra.sweep.dir={sweep}"
+    )
+    err = capsys.readouterr().err
+    assert status == 1, err[-2000:]
+    assert "1 of 2 sweep runs failed (task=rte" in err.splitlines()[-1]
+    assert str(sweep / "results.jsonl") in err.splitlines()[-1]
+    finished = [json.loads(line) for line in (sweep / "results.jsonl").read_text().splitlines()]
+    assert [r["task"] for r in finished if r["status"] == "finished"] == ["cb"]

@@ -129,10 +129,10 @@ def test_overfit_tiny_set(train, tmp_path, method, model, task):
     if method == "prompt_tuning":
         prompt = 20 * HIDDEN  # the default prompt_length x d_model
         assert module.prompt.shape == (20, HIDDEN)
-        assert record["trainable_params"] == prompt + tag_head
+        assert record["trained_params"] == prompt + tag_head
         assert total == backbone_total + prompt + tag_head
     else:
-        assert record["trainable_params"] == total == backbone_total + tag_head
+        assert record["trained_params"] == total == backbone_total + tag_head
 
 
 # ---- choice tasks and MultiRC ----------------------------------------------------------------

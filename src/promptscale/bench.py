@@ -582,7 +582,7 @@ def bench_method(args, model_name: str, method: str, data_root: Path, cache_dir:
         rows=batch["input_ids"].shape[0],
         ours_memory=ours_memory,
         ref_memory=ref_memory,
-        trainable=module.parameter_counts()["trainable_params"],
+        trainable=module.parameter_counts()["trained_params"],
         total=module.parameter_counts()["total_params"],
         ref_trainable=param_counts(ref_model)[0],
         opt_bytes=opt_bytes,

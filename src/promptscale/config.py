@@ -85,6 +85,8 @@ class DataConfig:
     eval_size: Optional[int] = None
     # the first N records of the eval split (lm-eval's --limit); applied before eval_size's seeded sample
     eval_limit: Optional[int] = None
+    # seeds the eval_size subsample: every training seed is evaluated on the same examples
+    eval_seed: int = 0
     eval_split: Optional[str] = None
     max_length: int = 256
     # which end of a long field truncation cuts: right keeps its start, left keeps its end (lm-eval)
@@ -304,6 +306,10 @@ class TrainConfig:
     checkpoint_every_n_steps: int = 50
     # keep that checkpoint once the run has finished (deleted with the results line written otherwise)
     keep_checkpoint: bool = False
+    # per-method settings of an experiment or a sweep across methods, e.g. {finetune: {lr: 1e-5},
+    # prompt_tuning: {prompt_length: 100}}: validate() applies the entry of the method in use to
+    # `method` (each entry checked against its method's schema) and then empties this field
+    method_overrides: dict[str, dict[str, Any]] = field(default_factory=dict)
 
 
 METHOD_SCHEMAS = {
@@ -331,11 +337,37 @@ def register_configs() -> None:
         cs.store(group="method", name=f"{name}_schema", node=schema)
 
 
+def apply_method_overrides(cfg) -> None:
+    """Apply ``method_overrides[<method in use>]`` to ``cfg.method``, after checking every entry
+    (any method's) against that method's schema; then empty ``method_overrides``, so a second call
+    changes nothing and the record holds the method's settings as run."""
+    from omegaconf import OmegaConf
+    from omegaconf.errors import OmegaConfBaseException
+
+    overrides = cfg.get("method_overrides") or {}
+    for name, values in overrides.items():
+        if name not in METHOD_SCHEMAS:
+            raise ConfigError(f"method_overrides.{name}: no method {name!r} (one of {', '.join(METHOD_SCHEMAS)})")
+        for key, value in (values or {}).items():
+            try:
+                if key == "name":
+                    raise KeyError(key)
+                OmegaConf.structured(METHOD_SCHEMAS[name])[key] = value
+            except (KeyError, OmegaConfBaseException) as err:
+                why = f"{name} has no setting {key!r}" if isinstance(err, KeyError) else str(err).splitlines()[0]
+                raise ConfigError(f"method_overrides.{name}.{key}={value}: {why}") from None
+    for key, value in (overrides.get(cfg.method.name) or {}).items():
+        cfg.method[key] = value
+    if overrides:
+        cfg.method_overrides = {}
+
+
 def validate(cfg) -> None:
     """Checks that need more than one group; raises ConfigError with one line."""
     from promptscale.data.encoding import TRUNCATION_SIDES, TaskTemplates
     from promptscale.methods import method_class
 
+    apply_method_overrides(cfg)
     missing = sorted(OmegaConf.missing_keys(cfg))
     if missing:
         raise ConfigError(f"{', '.join(missing)}: no value set (a YAML marks it ??? for you to set)")

@@ -302,7 +302,8 @@ def _run_claimed(
         checkpoint.unlink(missing_ok=True)
     print(
         f"promptscale: {what_run(cfg)}: score {record['score']:.4f} "
-        f"({record['trainable_params']:,} trainable of {record['total_params']:,} params) -> {results_file}"
+        f"({record['trained_params']:,} trained, {record['kept_params']:,} kept of {record['total_params']:,} params) "
+        f"-> {results_file}"
     )
     return record
 
@@ -397,7 +398,7 @@ def _train(
     if resume_from:
         print(f"promptscale: resuming from {resume_from}", flush=True)
     try:
-        if module.parameter_counts()["trainable_params"]:  # tuning-free methods (icl, cot) only evaluate
+        if module.trained_params:  # tuning-free methods (icl, cot) only evaluate
             trainer.fit(module, datamodule=data, ckpt_path=resume_from, weights_only=True)
         # the final evaluation always covers the whole eval split (data.eval_size subsamples it)
         evaluator = L.Trainer(
@@ -448,7 +449,10 @@ def _train(
     }
     if logger is not None:
         logger.log_metrics(
-            {k: record[k] for k in ("trainable_params", "total_params", "wall_time_s", "peak_memory_bytes", "score")}
+            {
+                k: record[k]
+                for k in ("trained_params", "kept_params", "total_params", "wall_time_s", "peak_memory_bytes", "score")
+            }
         )
         if hasattr(logger, "finish"):  # W&B
             logger.finish()
@@ -534,6 +538,7 @@ def _hydra_main(cfg: DictConfig) -> None:
     from hydra.types import RunMode
 
     from promptscale.results import secret_values
+    from promptscale.sweep import record_failure, release_memory
 
     global _task_started
     _task_started = True
@@ -555,6 +560,7 @@ def _hydra_main(cfg: DictConfig) -> None:
         if not sweeping:
             _remove_hydra_only_dir(out_dir)
             sys.exit(2)
+        record_failure(HydraConfig.get(), str(err))
     except Preempted as err:
         # the whole process was asked to stop: no further jobs of a sweep either
         print(f"promptscale: preempted: {err}", file=sys.stderr)
@@ -565,8 +571,13 @@ def _hydra_main(cfg: DictConfig) -> None:
     except Exception as err:
         if not sweeping:
             raise
-        # one failing job of a sweep is recorded (a failed line) and does not stop the others
+        # one failing job of a sweep is recorded (a failed line) and does not stop the others; the
+        # sweep then ends non-zero (SweepCheck.on_multirun_end)
         print(f"promptscale: run failed, recorded as failed: {type(err).__name__}: {err}", file=sys.stderr)
+        record_failure(HydraConfig.get(), f"{type(err).__name__}: {err}")
+    finally:
+        if sweeping:  # the next job of this process starts from the memory the first one had
+            release_memory()
 
 
 def main() -> None:

@@ -118,7 +118,7 @@ def _to_run(record: dict, source: str) -> Run:
     method_config.pop("name", None)
     params = record.get("model_params") or (config.get("model") or {}).get("params") or record.get("total_params")
     checkpoint = record.get("checkpoint_bytes")
-    trainable = record.get("trainable_params")
+    trainable = record.get("trained_params", record.get("trainable_params"))  # trainable_params: older lines
     score = float(record["score"])
     if not math.isfinite(score):
         raise ValueError(f"score {score}")
@@ -317,7 +317,7 @@ def _wandb_record(config: dict, summary: dict) -> dict | None:
         status="finished",
         metrics={k.removeprefix("eval/"): v for k, v in summary.items() if k.startswith("eval/")},
         model_params=(config.get("model") or {}).get("params") or summary.get("total_params"),
-        **{k: summary[k] for k in ("score", "trainable_params", "total_params", "wall_time_s",
+        **{k: summary[k] for k in ("score", "trained_params", "kept_params", "trainable_params", "total_params", "wall_time_s",
                                    "peak_memory_bytes", "checkpoint_bytes") if k in summary},
     )  # fmt: skip
     return record

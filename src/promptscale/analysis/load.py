@@ -179,7 +179,7 @@ def _to_run(record: dict, store: Path, source: str) -> Run:
         train_steps=_optional_int(record.get("train_steps")),
         train_size=_optional_int(data.get("train_size")),
         eval_size=_optional_int(eval_size),
-        trainable_params=_optional_int(record.get("trainable_params")),
+        trainable_params=_optional_int(record.get("trained_params", record.get("trainable_params"))),
         checkpoint_bytes=_optional_int(record.get("checkpoint_bytes")),
         method_config=method_config,
         experiment=record.get("experiment") or config.get("experiment"),

@@ -147,12 +147,12 @@ class TaskDataModule(L.LightningDataModule):
                 f" record {unlabelled[0].guid}); split {split} needs labels to be {use}"
             )
 
-    def _subsample(self, examples: list[Example], size, key: str) -> list[Example]:
+    def _subsample(self, examples: list[Example], size, key: str, seed: int) -> list[Example]:
         if size is None:
             return examples
         if size > len(examples):
             raise ConfigError(f"data.{key}={size} is larger than the split ({len(examples)} records)")
-        return random.Random(self.seed).sample(examples, size)
+        return random.Random(seed).sample(examples, size)
 
     def read(self) -> None:
         """Read and check both splits (no model needed, so bad data fails before loading one)."""
@@ -170,8 +170,8 @@ class TaskDataModule(L.LightningDataModule):
                     f"data.eval_limit={self.data.eval_limit} is larger than the split ({len(evaluation)} records)"
                 )
             evaluation = evaluation[: self.data.eval_limit]
-        self.train_examples = self._subsample(train, self.data.train_size, "train_size")
-        self.eval_examples = self._subsample(evaluation, self.data.eval_size, "eval_size")
+        self.train_examples = self._subsample(train, self.data.train_size, "train_size", self.seed)
+        self.eval_examples = self._subsample(evaluation, self.data.eval_size, "eval_size", self.data.eval_seed)
         self.check_labelled(self.eval_examples, self.eval_split, "scored")
 
     def check_fit(self, cfg) -> None:

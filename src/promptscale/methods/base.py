@@ -78,6 +78,8 @@ class AdaptationModule(L.LightningModule):
         self.tag_head = nn.Linear(d, n_labels) if self.task.kind == "tagging" else None
         self.metrics = nn.ModuleDict(build_metrics(list(self.task.metrics), n_labels or None))
         self.setup_method()
+        # what the optimizer updates, counted before on_fit_end folds or merges anything away
+        self.trained_params = sum(p.numel() for p in self.parameters() if p.requires_grad)
         self.strict_loading = False  # checkpoints of frozen-backbone methods hold trainable weights only
 
     # ---- what a method changes -------------------------------------------------------------
@@ -229,9 +231,14 @@ class AdaptationModule(L.LightningModule):
 
     # ---- accounting and checkpoints --------------------------------------------------------
     def parameter_counts(self) -> dict[str, int]:
+        """``trained_params``: the parameters that train (an MLP reparameterization included);
+        ``kept_params``: the trainable parameters the module holds now, i.e. what the adapted model
+        keeps once training has ended (Prefix-Tuning: the folded prefixes only; equal to
+        trained_params for every method without a fold); ``total_params``: all, now."""
         params = list(self.parameters())
         return {
-            "trainable_params": sum(p.numel() for p in params if p.requires_grad),
+            "trained_params": self.trained_params,
+            "kept_params": sum(p.numel() for p in params if p.requires_grad),
             "total_params": sum(p.numel() for p in params),
         }
 

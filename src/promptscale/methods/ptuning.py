@@ -57,8 +57,15 @@ class PTuning(AdaptationModule):
 
     @classmethod
     def apply_to_task(cls, cfg) -> None:
-        hp = cfg.method
-        cfg.task.template = hp.template or " ".join([VIRTUAL_TOKEN] * hp.prompt_length) + " " + cfg.task.template
+        """``method.template`` replaces the task's template; otherwise ``prompt_length`` [P]s go before
+        the task's template (or pattern), unless it places virtual tokens already: so a second
+        call (validate() run twice) leaves the config as the first one did."""
+        super().apply_to_task(cfg)
+        hp, task = cfg.method, cfg.task
+        if hp.template:
+            task.template = hp.template
+        elif VIRTUAL_TOKEN not in task.template:
+            task.template = " ".join([VIRTUAL_TOKEN] * hp.prompt_length) + " " + task.template
 
     def setup_method(self) -> None:
         self.backbone.requires_grad_(not self.hp.freeze_lm)
