@@ -10,7 +10,7 @@ export WANDB_SILENT ?= true
 EXP ?= cpu_scale
 DEMO_DIR ?= outputs/demo
 
-.PHONY: install test test-fast demo sweep table matrix bench clean
+.PHONY: install test test-fast test-cluster demo sweep table matrix bench clean
 
 install: $(STAMP)
 
@@ -28,6 +28,19 @@ test: install
 
 test-fast: install
 	$(PY) -m pytest -q -m "not integration" -x
+
+# Real clusters: a single-node SLURM (Debian slurm-wlm + munge, installed with apt-get when missing; needs root)
+# and a local Ray instance, each running a 4-job sweep with one preempted job. Its own venv: the `cluster`
+# extra (hydra-ray-launcher) downgrades cloudpickle, so it never enters .venv.
+CLUSTER_VENV := .venv-cluster
+$(CLUSTER_VENV)/.installed: pyproject.toml
+	test -x $(CLUSTER_VENV)/bin/python || $(PYTHON) -m venv $(CLUSTER_VENV)
+	$(CLUSTER_VENV)/bin/python -m pip install --quiet --upgrade pip
+	$(CLUSTER_VENV)/bin/python -m pip install --quiet "torch==2.13.0" -e ".[dev,cluster]"
+	touch $@
+
+test-cluster: $(CLUSTER_VENV)/.installed
+	PROMPTSCALE_CLUSTER_TESTS=1 $(CLUSTER_VENV)/bin/python -m pytest -q -p no:cacheprovider -m cluster -rs
 
 # Prompt tuning vs fine-tuning on the packaged SmolLM2-135M, then the results table.
 demo: install
