@@ -21,6 +21,7 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -63,7 +64,9 @@ def wait_for(predicate, timeout: float, what: str, proc: subprocess.Popen | None
             return value
         if proc is not None and proc.poll() is not None:
             out, err = proc.communicate()
-            raise AssertionError(f"the sweep ended while waiting for {what}: {out[-2000:]}\n{err[-3000:]}")
+            raise AssertionError(
+                f"{proc.args[:3]} ended while waiting for {what}: {(out or '')[-2000:]}\n{(err or '')[-3000:]}"
+            )
         time.sleep(0.2)
     raise AssertionError(f"timed out waiting for {what}")
 
@@ -274,8 +277,8 @@ def test_slurm_sweep_with_preempted_jobs_resumes_bit_identically(slurm, sample_d
 
 def test_ray_sweep_with_preempted_job_resumes_bit_identically(sample_data, tmp_path):
     """The same sweep on a local Ray instance (ray_cluster's CPU defaults: 1 CPU per job); job 1's
-    worker gets SIGTERM mid-training (a node being drained). Ray retries the task, or the same
-    command run again does: either way job 1 resumes from its checkpoint."""
+    worker gets SIGTERM mid-training (a node being drained). Ray retries the task (a lost worker's
+    task is retried), or the same command run again does: either way job 1 resumes from its checkpoint."""
     pytest.importorskip("hydra_plugins.hydra_ray_launcher", reason="needs the `cluster` extra (make test-cluster)")
     sweep = tmp_path / "sweep"
     command = [TRAIN_CLI, "--multirun", "hydra/launcher=ray_cluster", "hydra.launcher.ray.init.num_cpus=2",
@@ -289,7 +292,7 @@ def test_ray_sweep_with_preempted_job_resumes_bit_identically(sample_data, tmp_p
     finally:
         if proc.poll() is None:
             proc.kill()
-    assert "promptscale: preempted: stopped by SIGTERM" in output, output[-3000:]
+    # (Ray's own SIGTERM handler ends the worker at once: the last periodic checkpoint is the one resumed)
     if sorted(r["seed"] for r in records(sweep)) != SEEDS:  # Ray did not retry it: run the sweep again
         again = subprocess.run(
             command, cwd=tmp_path, env=os.environ.copy(), capture_output=True, text=True, timeout=900
@@ -310,3 +313,37 @@ def _process_with_open_file_under(run_dir: Path) -> int | None:
         if int(pid) != os.getpid() and any(fd.startswith(f"{run_dir}/") for fd in fds):
             return int(pid)
     return None
+
+
+def test_ray_sweep_attaches_to_a_running_head(sample_data, tmp_path):
+    """``hydra.launcher.ray.init.address=<head>``: ray_cluster sends no object_store_memory (which
+    ray.init refuses when attaching), and the jobs run on the head's workers."""
+    pytest.importorskip("hydra_plugins.hydra_ray_launcher", reason="needs the `cluster` extra (make test-cluster)")
+    ray_bin = str(Path(sys.executable).parent / "ray")
+    port = _free_port()
+    # the head's session dir, where a driver on the same node finds it; short (sockets: at most 107 bytes)
+    ray_tmp = Path(tempfile.mkdtemp(prefix="ray"))
+    env = {**os.environ, "RAY_TMPDIR": str(ray_tmp)}
+    head = subprocess.Popen(
+        [ray_bin, "start", "--head", "--block", f"--port={port}", "--num-cpus=2", "--include-dashboard=false"],
+        env=env, stdout=open(tmp_path / "head.log", "w"), stderr=subprocess.STDOUT,
+    )  # fmt: skip
+    sweep = tmp_path / "sweep"
+    try:
+        wait_for(lambda: "Ray runtime started" in (tmp_path / "head.log").read_text(), 120, "the Ray head", head)
+        proc = subprocess.run(
+            [TRAIN_CLI, "--multirun", "hydra/launcher=ray_cluster", "hydra.launcher.ray.init.address=auto",
+             "seed=0,1", *JOB, "trainer.max_steps=2", f"data.dir={sample_data}", f"hydra.sweep.dir={sweep}"],
+            cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600,
+        )  # fmt: skip
+    finally:
+        head.send_signal(signal.SIGTERM)  # stopped by PID: `ray start --block` stops the head's processes
+        try:
+            head.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            head.kill()
+            head.wait()
+        shutil.rmtree(ray_tmp, ignore_errors=True)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "Connecting to existing Ray cluster" in proc.stdout + proc.stderr
+    assert sorted((r["seed"], r["status"]) for r in records(sweep)) == [(0, "finished"), (1, "finished")]
