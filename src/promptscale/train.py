@@ -405,7 +405,7 @@ def sweep_position(hydra_cfg) -> str:
     from hydra.core.override_parser.overrides_parser import OverridesParser
 
     given = [f"{key}={value}" for key, value in (hydra_cfg.sweeper.get("params") or {}).items()]
-    saved = Path(hydra_cfg.sweep.dir) / "multirun.yaml"
+    saved = Path(OmegaConf.select(hydra_cfg, "sweep.dir", default="") or ".") / "multirun.yaml"
     if saved.is_file():
         given += list(OmegaConf.load(saved).hydra.overrides.task)
     else:
