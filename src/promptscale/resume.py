@@ -24,6 +24,7 @@ import torch
 from lightning.fabric.plugins.io.torch_io import TorchCheckpointIO
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 
+from promptscale.errors import ConfigError
 from promptscale.results import is_no_space, no_space, redact
 
 
@@ -127,6 +128,13 @@ def set_rng_states(states: dict) -> None:
         torch.cuda.set_rng_state_all(states["cuda"])
 
 
+def _world() -> int:
+    """The number of processes training together (1 without torch.distributed)."""
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        return torch.distributed.get_world_size()
+    return 1
+
+
 class Interruption(L.Callback):
     """Notes Ctrl-C, which Lightning turns into ``sys.exit(1)``, so that the run can say what happened
     (and exit 130). No checkpoint is saved: Ctrl-C lands anywhere, mid optimizer step too (SIGTERM
@@ -153,6 +161,8 @@ class Resume(L.Callback):
         self.started, self.wall_before, self.peak_before = started or time.time(), 0.0, 0
         self._pending_rng: dict | None = None
         self._deferred: tuple | None = None  # (previous handler, signum) of a signal held back
+        self._sigterm = False  # SIGTERM received during training (see on_train_start)
+        self._device = torch.device("cpu")
         self._previous: dict = {}
 
     # ---- the checkpoint --------------------------------------------------------------------
@@ -170,10 +180,16 @@ class Resume(L.Callback):
         return max(self.peak_before, peak_memory_bytes())
 
     def state_dict(self) -> dict:
+        # every process's RNG states (DDP: Lightning writes rank 0's checkpoint, but calls this on every rank)
+        states = [rng_states()]
+        if _world() > 1:
+            states = [None] * _world()
+            torch.distributed.all_gather_object(states, rng_states())
         return {
             "epoch": self.epoch,
             "seen": self.seen,
-            "rng": rng_states(),
+            "rng": states[0],
+            "rng_by_rank": states,
             "global_step": self._step,
             "wall_time_s": self.wall_time_s(),
             "peak_memory_bytes": self.peak_memory_bytes(),
@@ -183,7 +199,14 @@ class Resume(L.Callback):
         self.wall_before, self.peak_before = state.get("wall_time_s", 0.0), state.get("peak_memory_bytes", 0)
         self.epoch, self.seen = state["epoch"], state["seen"]
         self.datamodule.resume_at = (self.epoch, self.seen)
-        self._pending_rng = state["rng"]
+        by_rank = state.get("rng_by_rank") or [state["rng"]]
+        rank = torch.distributed.get_rank() if _world() > 1 else 0
+        if len(by_rank) != _world():
+            raise ConfigError(
+                f"{self.path}: saved by {len(by_rank)} processes, resumed by {_world()}: "
+                "resume with the same trainer.devices and trainer.num_nodes, or delete it to start over"
+            )
+        self._pending_rng = by_rank[rank]
         self.saved_step = state["global_step"]
 
     def on_save_checkpoint(self, trainer, pl_module, checkpoint) -> None:
@@ -196,13 +219,37 @@ class Resume(L.Callback):
         if self._pending_rng is not None:
             set_rng_states(self._pending_rng)
             self._pending_rng = None
+        # With several processes, Lightning's SIGTERM handler runs a collective (a broadcast from
+        # rank 0) inside the signal handler, whichever collective the process is in at that moment:
+        # rank 0 broadcast while rank 1 waited in the checkpoint barrier, and both hung. Ours only
+        # notes the signal; all ranks agree on it at the end of each batch (on_train_batch_end).
+        # Lightning installs its handler after on_fit_start, so it is replaced here; its teardown
+        # puts back the one from before fit. One process keeps Lightning's (no collective there).
+        if _world() > 1 and threading.current_thread() is threading.main_thread():
+            signal.signal(signal.SIGTERM, self._note_sigterm)
+
+    def _note_sigterm(self, signum, frame) -> None:
+        self._sigterm = True
+
+    def _stop_agreed(self) -> bool:
+        """Whether any process got SIGTERM; every process calls this at the same point of every batch."""
+        if _world() == 1:
+            return False  # Lightning's own handler stops the run
+        flag = torch.tensor([int(self._sigterm)], device=self._device)
+        torch.distributed.all_reduce(flag, op=torch.distributed.ReduceOp.MAX)
+        return bool(flag.item())
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
         self._step = trainer.global_step
         self.epoch = trainer.current_epoch
         self.seen = (batch_idx + 1) * self.datamodule.data.batch_size
-        if self.every_n_steps and trainer.global_step % self.every_n_steps == 0:
+        self._device = trainer.strategy.root_device
+        stop = self._stop_agreed()
+        if stop or (self.every_n_steps and trainer.global_step % self.every_n_steps == 0):
             self.save(trainer)
+        if stop:
+            self.preempted = True
+            raise SIGTERMException()
         if self._deferred is not None:
             previous, signum = self._deferred
             self._deferred = None
@@ -212,7 +259,8 @@ class Resume(L.Callback):
             previous(signum, None)  # submitit: checkpoint() (same job, same run dir), requeue, exit
 
     def on_exception(self, trainer, pl_module, exception) -> None:
-        if isinstance(exception, SIGTERMException):
+        # with several processes the agreed stop saved already (a save is collective: never from one rank)
+        if isinstance(exception, SIGTERMException) and _world() == 1:
             self.save(trainer)
             self.preempted = True
 

@@ -197,7 +197,32 @@ def make_logger(cfg, out_dir: Path, config: dict, secrets: list[str] | None = No
 
 def trainer_kwargs(cfg) -> dict:
     kwargs = OmegaConf.to_container(cfg.trainer, resolve=True)
+    if isinstance(kwargs.get("strategy"), dict):  # a strategy with options (conf/trainer/fsdp.yaml): _target_
+        from hydra.utils import instantiate
+
+        kwargs["strategy"] = instantiate(cfg.trainer.strategy)
     return {k: v for k, v in kwargs.items() if v is not None}
+
+
+def global_rank() -> int:
+    """This process's rank among those training together (0 alone): only rank 0 writes results.
+    Lightning sets it when its strategy starts, and from the launcher's env (RANK, LOCAL_RANK,
+    SLURM_PROCID) on import, so it is right also for a process that fails before training."""
+    from lightning.pytorch.utilities.rank_zero import rank_zero_only
+
+    return getattr(rank_zero_only, "rank", 0)
+
+
+def job_threads() -> int:
+    """The cores this job really has: its CPU affinity (taskset, cgroups cpusets), at most SLURM's
+    cpus-per-task, at most OMP_NUM_THREADS when set (Ray and our submitit_local launcher set it).
+    torch's default (every core of the machine) runs several times slower per step on a shared node."""
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    for var in ("SLURM_CPUS_PER_TASK", "OMP_NUM_THREADS"):
+        value = os.environ.get(var, "")
+        if value.isdigit() and int(value) > 0:
+            cores = min(cores, int(value))
+    return cores
 
 
 def run(cfg: DictConfig, out_dir: Path, results_file: Path, keep_backbone: bool = False, callbacks=()) -> dict:
@@ -232,8 +257,9 @@ def run(cfg: DictConfig, out_dir: Path, results_file: Path, keep_backbone: bool 
     config["data"]["fingerprint"] = data_fingerprint(data.train_examples, data.eval_examples)
     key = config_hash(config)
     check_writable(results_file, out_dir)
-    claim = Claim(results_file, key)
-    if holder := claim.acquire():
+    # rank 0 claims for the run: DDP's other processes re-run this command and must join it, not skip it
+    claim = Claim(results_file, key) if global_rank() == 0 else None
+    if claim is not None and (holder := claim.acquire()):
         print(f"promptscale: skipping {what_run(cfg)}: {key} is being run by {holder} (claim {claim.path})")
         return {"status": "running", "config_hash": key, "claimed_by": holder}
     try:
@@ -242,7 +268,8 @@ def run(cfg: DictConfig, out_dir: Path, results_file: Path, keep_backbone: bool 
             return done
         return _run_claimed(cfg, data, out_dir, results_file, config, key, keep_backbone, callbacks)
     finally:
-        claim.release()
+        if claim is not None:
+            claim.release()
 
 
 def _run_claimed(
@@ -277,14 +304,17 @@ def _run_claimed(
         raise  # not failed: the same command resumes it
     except Exception as err:
         shown = no_space(getattr(err, "filename", None) or out_dir) if is_no_space(err) else err
-        try:
-            append_result(results_file, redact(_failure(cfg, config, key, out_dir, shown), secrets))
-        except StoreError as store_err:
-            print(f"promptscale: warning: the failed line was not stored: {store_err}", file=sys.stderr)
+        if global_rank() == 0:  # one line per run, also with several processes (DDP)
+            try:
+                append_result(results_file, redact(_failure(cfg, config, key, out_dir, shown), secrets))
+            except StoreError as store_err:
+                print(f"promptscale: warning: the failed line was not stored: {store_err}", file=sys.stderr)
         if shown is not err:
             raise shown from err
         raise
     record = redact(record, secrets)
+    if global_rank() != 0:
+        return record
     if bad := non_finite_keys({"metrics": record["metrics"], "score": record["score"]}):
         # a diverged run (NaN loss): a failed line, never a NaN in the store (not JSON) or a score
         error = NonFiniteResult(f"{what_run(cfg)} diverged: {', '.join(bad)}; recorded as failed in {results_file}")
@@ -402,7 +432,11 @@ def _train(
             trainer.fit(module, datamodule=data, ckpt_path=resume_from, weights_only=True)
         # the final evaluation always covers the whole eval split (data.eval_size subsamples it)
         evaluator = L.Trainer(
-            **{k: v for k, v in kwargs.items() if k in ("accelerator", "devices", "precision", "enable_progress_bar")},
+            **{  # trainer_kwargs anew: a strategy object serves one Trainer
+                k: v
+                for k, v in trainer_kwargs(cfg).items()
+                if k in ("accelerator", "devices", "num_nodes", "strategy", "precision", "enable_progress_bar")
+            },
             logger=logger or False,
             default_root_dir=str(out_dir),
             enable_model_summary=False,
@@ -517,11 +551,17 @@ _task_started = False  # past composition: errors from here on are the run's own
 
 def sweep_position(hydra_cfg) -> str:
     """ "sweep run i of N: <this job's overrides>" (N from the sweep's own lists: the experiment's
-    ``hydra.sweeper.params`` and the command line's comma lists)."""
+    ``hydra.sweeper.params`` and the command line's comma lists). The command line is read from
+    the sweep's ``multirun.yaml`` (Hydra writes it before launching), not from ``sys.argv``: under
+    submitit and Ray the job runs in another process, whose argv is the launcher's."""
     from hydra.core.override_parser.overrides_parser import OverridesParser
 
     given = [f"{key}={value}" for key, value in (hydra_cfg.sweeper.get("params") or {}).items()]
-    given += [arg for arg in sys.argv[1:] if "=" in arg and not arg.startswith("-")]
+    saved = Path(OmegaConf.select(hydra_cfg, "sweep.dir", default="") or ".") / "multirun.yaml"
+    if saved.is_file():
+        given += list(OmegaConf.load(saved).hydra.overrides.task)
+    else:
+        given += [arg for arg in sys.argv[1:] if "=" in arg and not arg.startswith("-")]
     sizes = {}
     for override in OverridesParser.create().parse_overrides(given):
         sizes[override.key_or_group] = len(list(override.sweep_iterator())) if override.is_sweep_override() else 1
@@ -542,6 +582,9 @@ def _hydra_main(cfg: DictConfig) -> None:
 
     global _task_started
     _task_started = True
+    import torch
+
+    torch.set_num_threads(job_threads())
     sweeping = HydraConfig.get().mode == RunMode.MULTIRUN
     out_dir, results_file = hydra_paths(cfg)
     try:

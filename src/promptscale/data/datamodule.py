@@ -12,7 +12,7 @@ from pathlib import Path
 import lightning as L
 import torch
 from omegaconf import OmegaConf
-from torch.utils.data import DataLoader
+from torch.utils.data import DataLoader, DistributedSampler
 
 from promptscale.data.encoding import Collator, TaskEncoder, check_template
 from promptscale.data.example import Example
@@ -62,17 +62,21 @@ def _hub_export(task, split: str) -> Path:
 PREFIX_METHODS = ("prompt_tuning", "prefix_tuning", "ptuning_v2")
 
 
-class SeededSampler(torch.utils.data.Sampler):
+class SeededSampler(DistributedSampler):
     """Training order: epoch e is the (e+1)-th permutation drawn from a generator seeded with
     ``seed``, so the order follows ``seed`` alone and a resumed run sees the order an uninterrupted
-    one does; ``resume_at=(epoch, n)`` starts that epoch after its first n samples. Lightning
-    calls ``set_epoch`` before each epoch."""
+    one does; ``resume_at=(epoch, n)`` starts that epoch after this process's first n samples.
+    Lightning calls ``set_epoch`` before each epoch.
 
-    def __init__(self, size: int, seed: int, resume_at: tuple[int, int] | None = None):
-        self.size, self.seed, self.epoch, self.resume_at = size, seed, 0, resume_at
+    With ``world`` processes (DDP) process ``rank`` takes every world-th sample of the permutation,
+    padded from its start to a multiple of ``world`` as torch's DistributedSampler does (every
+    process must run the same number of steps). It subclasses DistributedSampler so that Lightning
+    uses it as it is: Lightning's DistributedSamplerWrapper re-shuffles a custom sampler and indexes
+    the samples it yields by its length, which breaks a resumed epoch (IndexError)."""
 
-    def set_epoch(self, epoch: int) -> None:
-        self.epoch = epoch
+    def __init__(self, size: int, seed: int, resume_at: tuple[int, int] | None = None, rank: int = 0, world: int = 1):
+        super().__init__(range(size), num_replicas=world, rank=rank, shuffle=True, seed=seed)
+        self.size, self.resume_at = size, resume_at
 
     def order(self, epoch: int) -> list[int]:
         generator = torch.Generator().manual_seed(self.seed)
@@ -86,10 +90,32 @@ class SeededSampler(torch.utils.data.Sampler):
             epoch, seen = self.resume_at
             self.resume_at = None
             start = seen if epoch == self.epoch else 0
-        yield from self.order(self.epoch)[start:]
+        order = self.order(self.epoch)
+        order += order[: self.total_size - len(order)]
+        yield from order[self.rank : self.total_size : self.num_replicas][start:]
+
+    # __len__ stays the whole epoch's share (DistributedSampler's num_samples), also when resuming:
+    # Lightning counts a restarted epoch's batches from where it stopped (its fetcher adds the
+    # batches already done), so the length it expects is the full one.
+
+
+class ShardSampler(DistributedSampler):
+    """Evaluation order: the split in file order; with ``world`` processes, process ``rank`` takes
+    every world-th example and nothing is padded (torch's DistributedSampler repeats examples to
+    even out the shards, so they would be counted twice). The metrics (torchmetrics) sum their
+    states over the processes, so the scores cover exactly the eval set."""
+
+    def __init__(self, size: int, rank: int = 0, world: int = 1):
+        if size < world:
+            raise DataError(f"the eval split has {size} examples, fewer than the {world} processes evaluating it")
+        super().__init__(range(size), num_replicas=world, rank=rank, shuffle=False)
+        self.size = size
+
+    def __iter__(self):
+        yield from range(self.rank, self.size, self.num_replicas)
 
     def __len__(self) -> int:
-        return self.size
+        return len(range(self.rank, self.size, self.num_replicas))
 
 
 class TaskDataModule(L.LightningDataModule):
@@ -270,7 +296,12 @@ class TaskDataModule(L.LightningDataModule):
         return Collator(self.task, self.tokenizer, self.family, self.head, examples)
 
     def _loader(self, dataset, examples, batch_size: int, shuffle: bool) -> DataLoader:
-        sampler = SeededSampler(len(dataset), self.seed, self.resume_at) if shuffle else None
+        trainer = self.trainer  # None outside a Trainer: one process
+        rank, world = (trainer.global_rank, trainer.world_size) if trainer is not None else (0, 1)
+        if shuffle:
+            sampler = SeededSampler(len(dataset), self.seed, self.resume_at, rank, world)
+        else:
+            sampler = ShardSampler(len(dataset), rank, world)
         return DataLoader(
             dataset.with_format(None),
             batch_size=batch_size,
