@@ -91,6 +91,9 @@ class ModelConfig:
     tokenizer: Optional[str] = None
     dtype: str = "float32"
     trust_remote_code: bool = False
+    # the model's name on the Hugging Face hub, recorded as the base model of PEFT exports
+    # (null: a hub model's path); not part of the config hash
+    hub_id: Optional[str] = None
 
 
 @dataclass
@@ -287,6 +290,9 @@ class TrainConfig:
     checkpoint_every_n_steps: int = 50
     # keep that checkpoint once the run has finished (deleted with the results line written otherwise)
     keep_checkpoint: bool = False
+    # a finished run keeps its trainable weights (<run dir>/weights.safetensors); when the whole LM
+    # trains (finetune, pet, tune_lm / freeze_lm=false) only with this set
+    keep_lm_weights: bool = False
 
 
 METHOD_SCHEMAS = {
