@@ -77,6 +77,23 @@ def test_eval_on_another_split_and_on_a_file(finished_run, sample_data, tmp_path
 
 
 @pytest.mark.parametrize(
+    "overrides",
+    [
+        ["task=conll03", "method=ptuning_v2"],  # prefixes + a token head
+        ["task=copa", "method=lora"],  # merged after training, rebuilt unmerged then merged
+        ["task=cb", "method=icl", "method.shots=2"],  # nothing trained: demonstrations from the train split
+    ],
+)
+def test_eval_rebuilds_every_kind_of_run_to_identical_predictions(train, tmp_path, overrides):
+    trained = train(overrides, tmp_path)
+    proc = cli("eval", tmp_path / "run")
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    (record,) = _lines(tmp_path / "run" / "eval" / "results.jsonl")
+    assert record["predictions"]["sha256"] == trained["predictions"]["sha256"]
+    assert record["metrics"] == trained["metrics"]
+
+
+@pytest.mark.parametrize(
     "args, message",
     [
         (["method.lr=3"], "may change only data"),

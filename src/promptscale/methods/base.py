@@ -68,6 +68,7 @@ class AdaptationModule(L.LightningModule):
         self.cls_head = nn.Linear(d, n_labels) if self.task.kind == "classification" and self.hp.head == "cls" else None
         self.tag_head = nn.Linear(d, n_labels) if self.task.kind == "tagging" else None
         self.metrics = nn.ModuleDict(build_metrics(list(self.task.metrics), n_labels or None))
+        self.collected: list[tuple] = []  # per-example predictions of the last evaluation
         self.setup_method()
         self.strict_loading = False  # checkpoints of frozen-backbone methods hold trainable weights only
 
