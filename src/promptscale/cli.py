@@ -34,7 +34,49 @@ def main(argv: list[str] | None = None) -> None:
     sub.add_parser("matrix", help="print the method x family x task-type support matrix")
     sensitivity = sub.add_parser("sensitivity", help="score mean/std/min/max across patterns (method.pattern)")
     sensitivity.add_argument("results", nargs="+", type=Path, help="results.jsonl files")
+    run_help = "a finished run's dir (its weights.safetensors), or that file"
+    evaluate = sub.add_parser(
+        "eval",
+        help="evaluate a finished run on a split or a labeled file, without retraining",
+        description="Rebuilds the run from its weights.safetensors and evaluates it on the split that "
+        "data.eval_split names (or --file, a jsonl/CoNLL file in the task's format); appends a results "
+        "line (kind: eval, of: the run's config hash) and writes its predictions.jsonl.gz.",
+    )
+    evaluate.add_argument("run", type=Path, help=run_help)
+    evaluate.add_argument("overrides", nargs="*", help="data.* (e.g. data.eval_split=dev32, data.dir=...), "
+                          "trainer.accelerator/devices/precision")  # fmt: skip
+    evaluate.add_argument("--file", type=Path, help="evaluate on this file instead of a split")
+    evaluate.add_argument("--results", type=Path, help="results store (default: <run dir>/eval/results.jsonl)")
+    predict = sub.add_parser("predict", help="a finished run's predictions on new inputs (jsonl/CoNLL file)")
+    predict.add_argument("run", type=Path, help=run_help)
+    predict.add_argument("file", type=Path, help="inputs in the task's format (labels not needed in jsonl)")
+    predict.add_argument("overrides", nargs="*", help="data.* and trainer.accelerator/devices/precision")
+    predict.add_argument("--out", type=Path, help="predictions file (default: <run dir>/predict/<hash>/predictions.jsonl.gz)")  # fmt: skip
+    export = sub.add_parser("export", help="a finished run's prompt, prefixes or LoRA as a PEFT adapter folder")
+    export.add_argument("run", type=Path, help=run_help)
+    export.add_argument("--peft", type=Path, required=True, metavar="DIR", help="write the PEFT adapter folder here")
+    export.add_argument("--push-to-hub", metavar="REPO", help="then upload it to this Hugging Face hub repo")
     args = parser.parse_args(argv)
+
+    if args.command in ("eval", "predict", "export"):
+        import os
+        import sys
+
+        from promptscale import evaluate as ev
+        from promptscale.errors import PromptscaleError
+
+        os.environ.setdefault("WANDB_SILENT", "true")
+        try:
+            if args.command == "eval":
+                ev.evaluate(args.run, args.overrides, args.file, args.results)
+            elif args.command == "predict":
+                ev.predict(args.run, args.file, args.overrides, args.out)
+            else:
+                ev.export(args.run, args.peft, args.push_to_hub)
+        except PromptscaleError as err:
+            print(f"promptscale: error: {err}", file=sys.stderr)
+            sys.exit(2)
+        return
 
     if args.command == "table":
         missing = [str(p) for p in args.results if not p.is_file()]

@@ -110,6 +110,9 @@ class ModelConfig:
     tokenizer: Optional[str] = None
     dtype: str = "float32"
     trust_remote_code: bool = False
+    # the model's name on the Hugging Face hub, recorded as the base model of PEFT exports
+    # (null: a hub model's path); not part of the config hash
+    hub_id: Optional[str] = None
 
 
 @dataclass
@@ -310,6 +313,9 @@ class TrainConfig:
     # prompt_tuning: {prompt_length: 100}}: validate() applies the entry of the method in use to
     # `method` (each entry checked against its method's schema) and then empties this field
     method_overrides: dict[str, dict[str, Any]] = field(default_factory=dict)
+    # a finished run keeps its trainable weights (<run dir>/weights.safetensors); when the whole LM
+    # trains (finetune, pet, tune_lm / freeze_lm=false) only with this set
+    keep_lm_weights: bool = False
 
 
 METHOD_SCHEMAS = {

@@ -60,6 +60,9 @@ NOT_IDENTITY = {
     "skip_finished": None,
     "checkpoint_every_n_steps": None,
     "keep_checkpoint": None,
+    "keep_lm_weights": None,
+    "swept": None,  # the W&B config's copy of a sweep job's swept values
+    "model": ("hub_id",),
     "data": ("dir", "cache_dir", "num_workers"),
     "trainer": ("enable_progress_bar", "enable_model_summary", "enable_checkpointing"),
 }

@@ -178,14 +178,32 @@ def make_logger(cfg, out_dir: Path, config: dict, secrets: list[str] | None = No
             if wandb.run is not None:  # left open by an earlier run in this process: never log into it
                 with contextlib.suppress(Exception):
                     wandb.run.finish(exit_code=1)
+            swept, sweep_dir = _sweep_of_this_job()
+            offline = cfg.logger.mode == "offline"
+            run_id = wandb_run_id(config, out_dir)
+            if offline:
+                _supersede_offline_runs(out_dir, run_id)
             logger = GuardedWandbLogger(
                 project=cfg.logger.project,
                 save_dir=str(out_dir),
-                offline=cfg.logger.mode == "offline",
+                offline=offline,
                 **({"mode": "disabled"} if cfg.logger.mode == "disabled" else {}),
-                group=redact(cfg.logger.group or cfg.experiment, secrets),
-                tags=redact([*cfg.logger.tags, cfg.method.name, cfg.model.name, cfg.task.name], secrets),
-                config=redact(config, secrets),
+                # a resumed job (same config, same run dir) continues its W&B run
+                id=run_id,
+                resume="allow",
+                name=redact(",".join(f"{k}={v}" for k, v in swept.items()), secrets) or None,
+                group=redact(cfg.logger.group or cfg.experiment or sweep_dir, secrets),
+                tags=redact(
+                    [
+                        *cfg.logger.tags,
+                        cfg.method.name,
+                        cfg.model.name,
+                        cfg.task.name,
+                        *(f"{k}={v}" for k, v in swept.items()),
+                    ],
+                    secrets,
+                ),
+                config=redact({**config, "swept": swept} if swept else config, secrets),
             )
             with _redacted_argv(secrets):
                 _ = logger.experiment  # start now, so a failure is caught here and not mid-training
@@ -193,6 +211,49 @@ def make_logger(cfg, out_dir: Path, config: dict, secrets: list[str] | None = No
         except Exception as err:  # noqa: BLE001 - tracking must never cost a run
             _say_tracking_failed(f"could not start; logging to CSV in {out_dir} instead", err)
     return CSVLogger(str(out_dir), name="csv")
+
+
+def wandb_run_id(config: dict, out_dir: Path) -> str:
+    """The W&B run id of a config in a run dir: the same when a job is resumed (or requeued), so
+    that it continues its W&B run instead of leaving a crashed one beside a new one."""
+    import hashlib
+
+    from promptscale.results import config_hash
+
+    return hashlib.sha256(f"{config_hash(config)}:{Path(out_dir).resolve()}".encode()).hexdigest()[:16]
+
+
+def _supersede_offline_runs(out_dir: Path, run_id: str) -> None:
+    """wandb (0.31) cannot resume an offline run: a resumed job writes a new offline folder with
+    the same id, and ``wandb sync`` of both would give one run per folder. Move the earlier
+    attempts' folders to ``wandb/superseded/`` (kept, out of the sync glob) so that one run per
+    config is synced; online runs resume in place."""
+    root = Path(out_dir) / "wandb"
+    earlier = sorted(root.glob(f"offline-run-*-{run_id}"))
+    if earlier:
+        (root / "superseded").mkdir(parents=True, exist_ok=True)
+        for folder in earlier:
+            os.replace(folder, root / "superseded" / folder.name)
+
+
+def _sweep_of_this_job() -> tuple[dict[str, str], str | None]:
+    """In a Hydra multirun job: the swept keys' values of this job ({} when nothing is swept or
+    outside a sweep) and the sweep dir's name (the default W&B group)."""
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
+
+    if not HydraConfig.initialized() or HydraConfig.get().mode != RunMode.MULTIRUN:
+        return {}, None
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    hydra_cfg = HydraConfig.get()
+    parser = OverridesParser.create()
+    given = [f"{key}={value}" for key, value in (hydra_cfg.sweeper.get("params") or {}).items()]
+    given += [arg for arg in sys.argv[1:] if "=" in arg and not arg.startswith("-")]
+    swept_keys = {o.key_or_group for o in parser.parse_overrides(given) if o.is_sweep_override()}
+    job = parser.parse_overrides(list(hydra_cfg.overrides.task))
+    swept = {o.key_or_group: o.value() for o in job if o.key_or_group in swept_keys}
+    return {k: str(v) for k, v in swept.items()}, Path(hydra_cfg.sweep.dir).name
 
 
 def trainer_kwargs(cfg) -> dict:
@@ -312,7 +373,9 @@ def _run_claimed(
         if shown is not err:
             raise shown from err
         raise
-    record = redact(record, secrets)
+    from promptscale.predictions import paths_relative_to
+
+    record = paths_relative_to(redact(record, secrets), results_file)
     if global_rank() != 0:
         return record
     if bad := non_finite_keys({"metrics": record["metrics"], "score": record["score"]}):
@@ -431,13 +494,14 @@ def _train(
         if module.trained_params:  # tuning-free methods (icl, cot) only evaluate
             trainer.fit(module, datamodule=data, ckpt_path=resume_from, weights_only=True)
         # the final evaluation always covers the whole eval split (data.eval_size subsamples it)
+        # (its metrics are logged below at the fit's last step, not at this Trainer's step 0)
         evaluator = L.Trainer(
             **{  # trainer_kwargs anew: a strategy object serves one Trainer
                 k: v
                 for k, v in trainer_kwargs(cfg).items()
                 if k in ("accelerator", "devices", "num_nodes", "strategy", "precision", "enable_progress_bar")
             },
-            logger=logger or False,
+            logger=False,
             default_root_dir=str(out_dir),
             enable_model_summary=False,
             callbacks=[interruption],
@@ -481,12 +545,14 @@ def _train(
         "peak_memory_bytes": resume.peak_memory_bytes(),
         "device": "cuda" if torch.cuda.is_available() else "cpu",
     }
+    from promptscale.predictions import save_run_outputs
+
+    record.update(save_run_outputs(module, cfg, data.eval_examples, out_dir, key, secrets))
     if logger is not None:
+        summary = ("trained_params", "kept_params", "total_params", "wall_time_s", "peak_memory_bytes", "score")
         logger.log_metrics(
-            {
-                k: record[k]
-                for k in ("trained_params", "kept_params", "total_params", "wall_time_s", "peak_memory_bytes", "score")
-            }
+            {**{f"eval/{k}": v for k, v in metrics.items()}, **{k: record[k] for k in summary}},
+            step=trainer.global_step,
         )
         if hasattr(logger, "finish"):  # W&B
             logger.finish()

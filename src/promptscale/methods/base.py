@@ -77,6 +77,7 @@ class AdaptationModule(L.LightningModule):
         self.cls_head = nn.Linear(d, n_labels) if self.task.kind == "classification" and self.hp.head == "cls" else None
         self.tag_head = nn.Linear(d, n_labels) if self.task.kind == "tagging" else None
         self.metrics = nn.ModuleDict(build_metrics(list(self.task.metrics), n_labels or None))
+        self.collected: list[tuple] = []  # per-example predictions of the last evaluation
         self.setup_method()
         # what the optimizer updates, counted before on_fit_end folds or merges anything away
         self.trained_params = sum(p.numel() for p in self.parameters() if p.requires_grad)
@@ -163,19 +164,49 @@ class AdaptationModule(L.LightningModule):
         self.log("train/loss", loss, prog_bar=True, batch_size=batch["idx"].shape[0])
         return loss
 
-    def predict(self, batch):
-        """Predicted label/candidate index [B], or predicted tag ids per word [B, W] (-1: none)."""
-        out = self(batch)
+    def decide(self, out: torch.Tensor, batch) -> torch.Tensor:
+        """From forward's output: predicted label/candidate index [B], or predicted tag ids per
+        word [B, W] (-1: none)."""
         if self.task.kind != "tagging":
             return out.argmax(-1)
         word_pos = batch["word_pos"]
         tags = out.argmax(-1).gather(1, word_pos.clamp(min=0))
         return tags.masked_fill(word_pos < 0, -1)
 
-    def validation_step(self, batch, batch_idx):
-        self.update_metrics(batch, self.predict(batch))
+    def predict(self, batch):
+        return self.decide(self(batch), batch)
 
-    def update_metrics(self, batch, preds) -> None:
+    def validation_step(self, batch, batch_idx):
+        out = self(batch)
+        self.update_metrics(batch, self.decide(out, batch), None if self.task.kind == "tagging" else out)
+
+    # ---- per-example predictions (promptscale.predictions writes them) ------------------------
+    # False: collect predictions only (``promptscale predict`` on unlabeled inputs)
+    with_metrics = True
+
+    def on_validation_epoch_start(self) -> None:
+        self.collected: list[tuple] = []
+
+    def collect(self, batch, preds: torch.Tensor, scores: torch.Tensor | None) -> None:
+        """Keep (example indices, predictions, candidate scores or None) of one batch, on the CPU."""
+        scores = None if scores is None else scores.detach().float().cpu()
+        self.collected.append((batch["idx"].cpu(), preds.detach().cpu(), scores))
+
+    def gather_collected(self) -> None:
+        """Under DDP every rank holds its shard: gather them all (the padded repeats are dropped
+        by example index when the file is written)."""
+        import torch.distributed as dist
+
+        if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
+            shards = [None] * dist.get_world_size()
+            dist.all_gather_object(shards, self.collected)
+            self.collected = [item for shard in shards for item in shard]
+
+    def update_metrics(self, batch, preds, scores: torch.Tensor | None = None) -> None:
+        """Record the batch's predictions (and candidate scores) and update the task's metrics."""
+        self.collect(batch, preds, scores)
+        if not self.with_metrics:
+            return
         labels = batch.get("labels")
         for name, metric in self.metrics.items():
             if name in ("accuracy", "f1_macro"):
@@ -196,6 +227,9 @@ class AdaptationModule(L.LightningModule):
                 metric.update(pred, gold)
 
     def on_validation_epoch_end(self) -> None:
+        self.gather_collected()
+        if not self.with_metrics:
+            return
         for metric in self.metrics.values():
             for key, value in metric.compute().items():
                 self.log(f"eval/{key}", value)
@@ -249,6 +283,13 @@ class AdaptationModule(L.LightningModule):
         # tied weights (input embeddings = LM head) are one tensor under two names: count it once
         unique = {(t.data_ptr(), t.numel()): t.numel() * t.element_size() for t in checkpoint["state_dict"].values()}
         return sum(unique.values())
+
+    def base_model_id(self) -> str | None:
+        """The backbone's name on the Hugging Face hub (the model YAML's ``hub_id``, else a hub
+        model's ``path``; None for the random tiny models): the base model of PEFT exports,
+        never a local cache folder."""
+        model = self.cfg.model
+        return model.get("hub_id") or (model.path if model.source == "hub" else None)
 
     def on_save_checkpoint(self, checkpoint) -> None:
         trainable = {name for name, p in self.named_parameters() if p.requires_grad}

@@ -133,5 +133,7 @@ class Lora(AdaptationModule):
         ``adapter_model.safetensors``): ``PeftModel.from_pretrained(model, folder)`` on a fresh
         copy of the backbone rebuilds this model. The task head, if any, is not part of it."""
         folder = Path(folder)
+        for config in self._peft.peft_config.values():  # the hub id, not the local folder it was loaded from
+            config.base_model_name_or_path = self.base_model_id()
         self._peft.save_pretrained(str(folder))
         return folder

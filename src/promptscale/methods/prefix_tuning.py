@@ -80,7 +80,7 @@ class PrefixTuning(PTuningV2):
             token_dim=kv_heads * head_dim,
             num_attention_heads=kv_heads,
             prefix_projection=False,
-            base_model_name_or_path=self.backbone.model.name_or_path,
+            base_model_name_or_path=self.base_model_id(),
         )
         Path(folder).mkdir(parents=True, exist_ok=True)
         config.save_pretrained(folder)

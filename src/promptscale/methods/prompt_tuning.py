@@ -132,7 +132,7 @@ class PromptTuning(AdaptationModule):
             num_virtual_tokens=self.hp.prompt_length,
             token_dim=self.backbone.hidden_size,
             num_transformer_submodules=1,
-            base_model_name_or_path=self.backbone.model.name_or_path,
+            base_model_name_or_path=self.base_model_id(),
         )
         Path(folder).mkdir(parents=True, exist_ok=True)
         config.save_pretrained(folder)
