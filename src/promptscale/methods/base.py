@@ -97,7 +97,7 @@ class AdaptationModule(L.LightningModule):
         if cache is None:
             return self.backbone.hidden_states(embeds, mask)
         mask = torch.cat([mask.new_ones(mask.shape[0], cache.get_seq_length()), mask], dim=1)
-        return self.backbone.hidden_states(embeds, mask, past_key_values=cache)
+        return self.backbone.hidden_states(embeds, mask, cache=cache)
 
     def inputs(self, batch) -> tuple[torch.Tensor, torch.Tensor, int]:
         embeds = self.backbone.embed(batch["input_ids"])
