@@ -40,9 +40,9 @@ class Records(logging.Handler):
 
 
 CASES = [
-    *(("prefix_tuning", m) for m in ("tiny-gpt2", "tiny-llama", "tiny-bert", "tiny-t5")),
-    *(("ptuning_v2", m) for m in ("tiny-gpt2", "tiny-llama", "tiny-bert")),
-    *(("icl", m) for m in ("tiny-gpt2", "tiny-llama")),  # decoder-only: the cached demonstrations
+    *(("prefix_tuning", m) for m in ("tiny-gpt2", "tiny-llama", "tiny-gemma3", "tiny-bert", "tiny-t5")),
+    *(("ptuning_v2", m) for m in ("tiny-gpt2", "tiny-llama", "tiny-gemma3", "tiny-bert")),
+    *(("icl", m) for m in ("tiny-gpt2", "tiny-llama", "tiny-gemma3")),  # decoder-only: the cached demonstrations
 ]
 
 
@@ -136,7 +136,7 @@ def test_cache_argument_is_the_one_the_installed_forwards_read(sample_data):
 
     from promptscale.models import cache_argument
 
-    for model in ("tiny-gpt2", "tiny-llama", "tiny-bert", "tiny-t5"):
+    for model in ("tiny-gpt2", "tiny-llama", "tiny-gemma3", "tiny-bert", "tiny-t5"):
         backbone = load_backbone(compose([f"model={model}"]).model)
         # what Backbone calls with a cache: T5's whole model (decoder prefixes), else the base model
         for module in [backbone.model if model == "tiny-t5" else backbone.model.base_model]:

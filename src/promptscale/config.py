@@ -17,7 +17,7 @@ from promptscale.errors import ConfigError, check_choice, check_min
 
 TASK_KINDS = ("classification", "choice", "tagging")
 FAMILIES = ("encoder", "encdec", "decoder")
-MODEL_SOURCES = ("hub", "tiny", "smollm2")
+MODEL_SOURCES = ("hub", "tiny", "packaged")
 
 
 @dataclass
@@ -83,6 +83,7 @@ class ModelConfig:
     name: str = MISSING
     family: str = MISSING
     source: str = "hub"
+    # hub id or local folder; for source=packaged, the packaged model's name (models.PACKAGED)
     path: Optional[str] = None
     params: int = 0
     # for source=tiny: transformers config class name, its kwargs, and the tokenizer to build
@@ -91,6 +92,8 @@ class ModelConfig:
     tokenizer: Optional[str] = None
     dtype: str = "float32"
     trust_remote_code: bool = False
+    # encoders: false for one without an MLM head (a sentence encoder): head-based methods only
+    mlm_head: bool = True
 
 
 @dataclass
@@ -322,6 +325,10 @@ def validate(cfg) -> None:
     check_choice("task.kind", task.kind, TASK_KINDS)
     check_choice("model.family", model.family, FAMILIES)
     check_choice("model.source", model.source, MODEL_SOURCES)
+    if model.source == "packaged":
+        from promptscale.models import PACKAGED
+
+        check_choice("model.path", model.path, PACKAGED)
     check_choice("method.head", method.head, ("lm", "cls"))
     check_choice("method.score", method.score, ("sum", "mean"))
     check_choice("method.optimizer", method.optimizer, ("adamw", "adafactor", "sgd"))

@@ -28,6 +28,8 @@ class AdaptationModule(L.LightningModule):
             return (
                 "method.head=cls needs a classification task on an encoder or a decoder-only model; use method.head=lm"
             )
+        if family == "encoder" and not cfg.model.mlm_head and head == "lm" and kind != "tagging":
+            return "this encoder has no MLM head to score verbalizers with (model.mlm_head=false); use method.head=cls"
         return None
 
     @classmethod
