@@ -131,13 +131,13 @@ def test_minilm_loads_offline_as_a_bare_bert_encoder():
 @pytest.mark.parametrize(
     "overrides,metric",
     [
-        (["task=rte", "method=finetune", "method.head=cls"], "accuracy"),
-        (["task=rte", "method=ptuning_v2"], "accuracy"),
-        (["task=rte", "method=adapter", "method.head=cls"], "accuracy"),
-        (["task=rte", "method=lora", "method.head=cls"], "accuracy"),
-        (["task=conll03", "method=ptuning_v2"], "f1"),
-        (["task=conll03", "method=finetune"], "f1"),
-        (["task=conll03", "method=lora"], "f1"),
+        pytest.param(["task=rte", "method=finetune", "method.head=cls"], "accuracy", id="rte-finetune"),
+        pytest.param(["task=rte", "method=ptuning_v2"], "accuracy", id="rte-ptuning_v2"),
+        pytest.param(["task=rte", "method=adapter", "method.head=cls"], "accuracy", id="rte-adapter"),
+        pytest.param(["task=rte", "method=lora", "method.head=cls"], "accuracy", id="rte-lora"),
+        pytest.param(["task=conll03", "method=ptuning_v2"], "f1", id="conll03-ptuning_v2"),
+        pytest.param(["task=conll03", "method=finetune"], "f1", id="conll03-finetune"),
+        pytest.param(["task=conll03", "method=lora"], "f1", id="conll03-lora"),
     ],
 )
 def test_minilm_short_run_on_fewglue_and_conll(tmp_path: Path, overrides, metric):

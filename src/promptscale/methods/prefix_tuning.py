@@ -59,12 +59,13 @@ class PrefixTuning(PTuningV2):
     def _check_encoder_takes_prefixes(self, attention) -> None:
         """One hooked encoder self-attention layer, given a 1-position prefix, must extend the
         cache with its own 2 keys (it read it); otherwise stop here with the reason."""
+        like = dict(dtype=attention.q.weight.dtype, device=attention.q.weight.device)
         cache = DynamicCache()
         shape = (1, attention.n_heads, 1, attention.key_value_proj_dim)
-        cache.update(torch.zeros(shape), torch.zeros(shape), attention.layer_idx)
+        cache.update(torch.zeros(shape, **like), torch.zeros(shape, **like), attention.layer_idx)
         self._encoder_cache = cache
         try:
-            attention(torch.zeros(1, 2, attention.d_model))
+            attention(torch.zeros(1, 2, attention.d_model, **like))
         finally:
             self._encoder_cache = None
         if cache.get_seq_length(attention.layer_idx) != 3:
