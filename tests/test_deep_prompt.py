@@ -151,7 +151,7 @@ def test_prefix_tuning_peft_folder_loads_with_peft_and_matches(sample_data, tmp_
         ours = module.backbone.model(
             input_ids=ids,
             attention_mask=torch.ones(1, 4 + ids.shape[1], dtype=torch.long),
-            past_key_values=module.deep_prompt.cache(1, torch.float32),
+            cache=module.deep_prompt.cache(1, torch.float32),
         ).logits
         theirs = peft_model(input_ids=ids).logits
     torch.testing.assert_close(ours, theirs, rtol=0, atol=1e-5)

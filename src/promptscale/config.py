@@ -19,7 +19,7 @@ from promptscale.errors import ConfigError, check_choice, check_min, listing
 
 TASK_KINDS = ("classification", "choice", "tagging")
 FAMILIES = ("encoder", "encdec", "decoder")
-MODEL_SOURCES = ("hub", "tiny", "smollm2")
+MODEL_SOURCES = ("hub", "tiny", "packaged")
 LOGGER_MODES = ("online", "offline", "disabled")
 SEED_MAX = 2**32 - 1  # numpy's seeds are unsigned 32-bit
 
@@ -102,6 +102,7 @@ class ModelConfig:
     name: str = MISSING
     family: str = MISSING
     source: str = "hub"
+    # hub id or local folder; for source=packaged, the packaged model's name (models.PACKAGED)
     path: Optional[str] = None
     params: int = 0
     # for source=tiny: transformers config class name, its kwargs, and the tokenizer to build
@@ -113,6 +114,8 @@ class ModelConfig:
     # the model's name on the Hugging Face hub, recorded as the base model of PEFT exports
     # (null: a hub model's path); not part of the config hash
     hub_id: Optional[str] = None
+    # encoders: false for one without an MLM head (a sentence encoder): head-based methods only
+    mlm_head: bool = True
 
 
 @dataclass
@@ -381,6 +384,10 @@ def validate(cfg) -> None:
     check_choice("task.kind", task.kind, TASK_KINDS)
     check_choice("model.family", model.family, FAMILIES)
     check_choice("model.source", model.source, MODEL_SOURCES)
+    if model.source == "packaged":
+        from promptscale.models import PACKAGED
+
+        check_choice("model.path", model.path, PACKAGED)
     check_choice("method.head", method.head, ("lm", "cls"))
     check_choice("method.score", method.score, ("sum", "mean"))
     check_choice("method.optimizer", method.optimizer, ("adamw", "adafactor", "sgd"))

