@@ -8,7 +8,6 @@ any record size) never parses as a record. Readers skip such lines with one warn
 
 from __future__ import annotations
 
-import dataclasses
 import errno
 import fcntl
 import hashlib
@@ -159,7 +158,7 @@ def data_fingerprint(*splits) -> str:
     digest = hashlib.sha256()
     for examples in splits:
         for example in examples:
-            digest.update(json.dumps(dataclasses.asdict(example), sort_keys=True).encode())
+            digest.update(json.dumps(vars(example), sort_keys=True).encode())
             digest.update(b"\n")
         digest.update(b"\0")
     return digest.hexdigest()[:16]
