@@ -623,8 +623,9 @@ def sweep_position(hydra_cfg) -> str:
     from hydra.core.override_parser.overrides_parser import OverridesParser
 
     given = [f"{key}={value}" for key, value in (hydra_cfg.sweeper.get("params") or {}).items()]
-    saved = Path(OmegaConf.select(hydra_cfg, "sweep.dir", default="") or ".") / "multirun.yaml"
-    if saved.is_file():
+    sweep_dir = OmegaConf.select(hydra_cfg, "sweep.dir", default=None)
+    saved = Path(sweep_dir) / "multirun.yaml" if sweep_dir else None
+    if saved is not None and saved.is_file():
         given += list(OmegaConf.load(saved).hydra.overrides.task)
     else:
         given += [arg for arg in sys.argv[1:] if "=" in arg and not arg.startswith("-")]
