@@ -27,7 +27,7 @@ FIELDS = {
     "boolq": {"passage", "question"},
     "cb": {"premise", "hypothesis"},
     "rte": {"premise", "hypothesis"},
-    "wic": {"word", "sentence1", "sentence2"},
+    "wic": {"word", "word1", "sentence1", "sentence2"},
     "wsc": {"text", "span1", "span2"},
     "copa": {"premise", "question"},
     "multirc": {"passage", "question", "answer"},
