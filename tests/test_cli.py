@@ -170,7 +170,7 @@ def test_smollm2_run_evaluates_on_dev32_and_exports_for_the_hub_model(tmp_path):
     from peft import PeftModel
     from transformers import AutoConfig, AutoModelForCausalLM
 
-    from promptscale.models import smollm2_dir
+    from promptscale.models import packaged_dir
     from promptscale.train import compose, run
 
     cfg = compose(
@@ -189,51 +189,70 @@ def test_smollm2_run_evaluates_on_dev32_and_exports_for_the_hub_model(tmp_path):
     config = json.loads((tmp_path / "peft" / "adapter_config.json").read_text())
     assert config["base_model_name_or_path"] == "HuggingFaceTB/SmolLM2-135M-Instruct"
     # the hub is unreachable here: the architecture comes from the packaged model's config
-    model = AutoModelForCausalLM.from_config(AutoConfig.from_pretrained(smollm2_dir()))
+    model = AutoModelForCausalLM.from_config(AutoConfig.from_pretrained(packaged_dir("smollm2-135m")))
     peft_model = PeftModel.from_pretrained(model, str(tmp_path / "peft"))
     assert peft_model.peft_config["default"].num_virtual_tokens == 4
 
 
 # ---- W&B ------------------------------------------------------------------------------------
-def _wandb_run(folder: Path) -> dict:
-    """The run record and the eval history rows of an offline run, read with wandb's protobufs."""
-    from wandb.proto import wandb_internal_pb2 as pb
+@pytest.fixture
+def wandb_runs(monkeypatch) -> list[dict]:
+    """Every W&B run started in this process, as wandb itself reports it after ``wandb.init``
+    (id, name, group, tags, config), with the ``trainer/global_step`` of each row that logs eval
+    metrics. wandb 0.31 has no Python reader for its offline ``.wandb`` files (its core reads
+    them), so the runs are observed when they are made rather than parsed from disk."""
+    import wandb
 
-    from promptscale.table import _wandb_log_records
+    runs: list[dict] = []
+    real_init = wandb.init
 
-    (log,) = folder.glob("run-*.wandb")
-    out = {"eval_steps": []}
-    for raw in _wandb_log_records(log):
-        record = pb.Record()
-        record.ParseFromString(raw)
-        kind = record.WhichOneof("record_type")
-        if kind == "run":
-            config = {i.key: json.loads(i.value_json) for i in record.run.config.update}
-            out.update(id=record.run.run_id, name=record.run.display_name, group=record.run.run_group)
-            out.update(tags=list(record.run.tags), swept=config.get("swept"))
-        elif kind == "history":
-            row = {i.key or "/".join(i.nested_key): json.loads(i.value_json) for i in record.history.item}
-            if any(k.startswith("eval/") for k in row):
-                out["eval_steps"].append(row["trainer/global_step"])
-    return out
+    def init(*args, **kwargs):
+        run = real_init(*args, **kwargs)
+        entry = {"id": run.id, "name": run.name, "group": run.group, "tags": list(run.tags)}
+        entry.update(swept=dict(run.config).get("swept"), eval_steps=[])
+        real_log = run.log
+
+        def log(data, *a, **k):
+            if any(key.startswith("eval/") for key in data):
+                entry["eval_steps"].append(data["trainer/global_step"])
+            return real_log(data, *a, **k)
+
+        run.log = log
+        runs.append(entry)
+        return run
+
+    monkeypatch.setattr(wandb, "init", init)
+    return runs
 
 
-def test_sweep_runs_grouped_named_tagged_and_eval_logged_at_the_last_step(sample_data, tmp_path):
+def _run_id(folder: Path) -> str:
+    """An offline run folder is named offline-run-<time>-<run id>."""
+    return folder.name.rsplit("-", 1)[1]
+
+
+def test_sweep_runs_grouped_named_tagged_and_eval_logged_at_the_last_step(
+    sample_data, tmp_path, monkeypatch, wandb_runs
+):
+    from promptscale import train as train_mod
+
     sweep = tmp_path / "my-sweep"
-    proc = subprocess.run(
-        [sys.executable, "-m", "promptscale.train", "--multirun", "method.prompt_length=2,4", "task=cb",
-         f"data.dir={sample_data}", "logger=wandb", "trainer.max_steps=3", "trainer.enable_progress_bar=false",
-         "data.train_size=8", "data.eval_size=8", f"hydra.sweep.dir={sweep}"],
-        cwd=tmp_path, env=os.environ.copy(), capture_output=True, text=True, timeout=600,
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(
+        sys, "argv",
+        ["promptscale-train", "--multirun", "method.prompt_length=2,4", "task=cb", f"data.dir={sample_data}",
+         "logger=wandb", "trainer.max_steps=3", "trainer.enable_progress_bar=false", "data.train_size=8",
+         "data.eval_size=8", f"hydra.sweep.dir={sweep}"],
     )  # fmt: skip
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    runs = [_wandb_run(f) for f in sorted(sweep.glob("*/wandb/offline-run-*"))]
+    train_mod.main()
+    runs = wandb_runs
     assert [r["name"] for r in runs] == ["method.prompt_length=2", "method.prompt_length=4"]
     assert {r["group"] for r in runs} == {"my-sweep"}
     assert all(f"method.prompt_length={r['swept']['method.prompt_length']}" in r["tags"] for r in runs)
     assert all(r["eval_steps"] == [3] for r in runs)  # the fit's last step, not the evaluator's 0
+    folders = sorted(sweep.glob("*/wandb/offline-run-*"))
+    assert sorted(map(_run_id, folders)) == sorted(r["id"] for r in runs)
     dry = subprocess.run(
-        [str(Path(sys.executable).parent / "wandb"), "sync", "--dry-run", *sweep.glob("*/wandb/offline-run-*")],
+        [str(Path(sys.executable).parent / "wandb"), "sync", "--dry-run", *folders],
         capture_output=True, text=True, timeout=120, env=os.environ.copy(),
     )  # fmt: skip
     assert "Would sync 2 run(s)" in dry.stdout + dry.stderr
@@ -245,8 +264,8 @@ def test_rerun_in_the_same_run_dir_continues_the_same_wandb_run(train, tmp_path)
     wandb_dir = tmp_path / "run" / "wandb"
     (current,) = wandb_dir.glob("offline-run-*")
     (earlier,) = (wandb_dir / "superseded").glob("offline-run-*")
-    assert _wandb_run(current)["id"] == _wandb_run(earlier)["id"]  # one W&B run per config and run dir
+    assert _run_id(current) == _run_id(earlier)  # one W&B run per config and run dir
     other = train(["task=cb", "logger=wandb", "seed=1"], tmp_path / "other")
     assert other["config_hash"] != first["config_hash"]
     (third,) = (tmp_path / "other" / "run" / "wandb").glob("offline-run-*")
-    assert _wandb_run(third)["id"] != _wandb_run(current)["id"]
+    assert _run_id(third) != _run_id(current)

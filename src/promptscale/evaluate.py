@@ -97,7 +97,7 @@ def prepare(run: Path, overrides: list[str], file: Path | None):
         train = data.split_path(cfg.task.train_split) if cfg.data.dir else None
         if train is not None and train.is_file():  # demonstrations (icl); nothing else reads it
             data.train_examples = data._subsample(
-                data.read_split(cfg.task.train_split), cfg.data.train_size, "train_size"
+                data.read_split(cfg.task.train_split), cfg.data.train_size, "train_size", cfg.seed
             )
     method_class(cfg.method.name).check_data(cfg, data)
     return cfg, key, weights, data
