@@ -16,7 +16,8 @@ os.environ["WANDB_MODE"] = "offline"
 os.environ["WANDB_SILENT"] = "true"
 os.environ["WANDB_CONFIG_DIR"] = str(_SESSION_DIR / "wandb-config")
 os.environ["WANDB_CACHE_DIR"] = str(_SESSION_DIR / "wandb-cache")
-os.environ["PROMPTSCALE_CACHE"] = str(_SESSION_DIR / "cache")
+# PROMPTSCALE_TEST_CACHE: a cache kept between sessions (converted packaged models, tokenized data)
+os.environ["PROMPTSCALE_CACHE"] = os.environ.get("PROMPTSCALE_TEST_CACHE") or str(_SESSION_DIR / "cache")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 # The tiny models gain nothing from intra-op threads, and on a busy 2-core machine OpenMP's
 # spinning threads make each run 10x slower; subprocesses (the CLI tests) inherit this too.

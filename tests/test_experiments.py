@@ -110,7 +110,7 @@ VALIDATE_CASES = [
     *[[f"method={m}", "model=tiny-gpt2"] for m in METHOD_SCHEMAS if m != "ptuning_v2"],
     ["method=ptuning_v2", "model=tiny-bert"],
     ["method=ptuning", "model=tiny-gpt2", "method.pattern=1"],
-    ["method=ptuning", "model=tiny-gpt2", "method.template='[P] {premise} [P] {hypothesis} [P]'"],
+    ["method=ptuning", "model=tiny-gpt2", "method.template='[P] {{ premise }} [P] {{ hypothesis }} [P]'"],
     ["method=pet", "model=tiny-bert", "method.pattern=2"],
     ["method=finetune", "model=tiny-gpt2", "++method_overrides.finetune.lr=0.1"],
 ]

@@ -116,7 +116,7 @@ def test_gemma3_short_run_on_fewglue(tmp_path: Path, method, extra):
         cfg = load_backbone(compose(["model=gemma3-270m"]).model).model.config
         prefix = cfg.num_hidden_layers * 2 * cfg.num_key_value_heads * cfg.head_dim
         expected = {"ptuning_v2": 16 * prefix + cfg.hidden_size * 3 + 3, "prefix_tuning": 10 * prefix}
-        assert line["trainable_params"] == expected[method]  # P-Tuning v2: + a last-token head for CB's 3 labels
+        assert line["kept_params"] == expected[method]  # P-Tuning v2: + a last-token head for CB's 3 labels
 
 
 def test_minilm_loads_offline_as_a_bare_bert_encoder():

@@ -88,7 +88,7 @@ def test_frozen_backbone_run_keeps_its_trainable_weights_with_its_config(train, 
     assert path.name == WEIGHTS_FILE and path.stat().st_size == record["weights"]["bytes"]
     tensors = load_file(str(path))
     assert set(tensors) == {"deep_prompt.prefix"}  # folded: the reparameterization MLP is gone
-    assert sum(t.numel() for t in tensors.values()) == record["trainable_params"]
+    assert sum(t.numel() for t in tensors.values()) == record["kept_params"]
     config, key = read_weights_metadata(path)
     assert key == record["config_hash"] and config["method"]["name"] == "prefix_tuning"
 
@@ -98,7 +98,7 @@ def test_finetune_keeps_weights_only_behind_the_flag(train, tmp_path):
     assert record["weights"] is None and not (tmp_path / "off" / "run" / WEIGHTS_FILE).exists()
     assert record["predictions"]["n"] == 8
     record = train(["task=cb", "method=finetune", "keep_lm_weights=true"], tmp_path / "on")
-    assert record["weights"]["bytes"] > 4 * record["trainable_params"] * 0.9
+    assert record["weights"]["bytes"] > 4 * record["kept_params"] * 0.9
 
 
 def test_tuning_free_run_keeps_an_empty_weights_file(train, tmp_path):
