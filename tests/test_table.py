@@ -81,7 +81,7 @@ def test_cells_are_mean_std_n_over_seeds_with_the_superglue_average(scale_store)
     results = load([scale_store])
     assert len(results.runs) == 15
     assert results.failed_lines == 2 and results.failed_runs == 1
-    assert len(results.skipped) == 1 and results.skipped[0].endswith("record 11 (missing or bad 'score')")
+    assert len(results.skipped) == 1 and results.skipped[0].endswith(":11 (missing or bad 'score')")
     small, large = build_tables(results, "task")
     assert small.title == "small (1M parameters)" and large.title == "large (100M parameters)"
     assert small.header == ["method", "cb", "rte", "avg (cb, rte)", "trainable params", "checkpoint", "steps"]
@@ -247,22 +247,13 @@ def test_table_is_logged_to_wandb(tmp_path, monkeypatch, scale_store):
     assert seen["data"]["cells"].columns[-1] == "p_value"
 
 
-def test_lines_the_reader_skips_are_counted_in_the_footer(tmp_path, monkeypatch):
+def test_lines_the_reader_skips_are_counted_in_the_footer(tmp_path, capsys):
     """The store's reader skips a bad line with a warning naming file:line; the table names it."""
-    import warnings
-
-    from promptscale.analysis import load as load_module
-
-    store = write_store(tmp_path / "r.jsonl", [ft("m", SMALL, "cb", 0, 0.5)])
-
-    def reader(path):
-        warnings.warn(f"{path}:2: skipped a line that is not JSON", stacklevel=2)
-        return [json.loads(line) for line in Path(path).read_text().splitlines()]
-
-    monkeypatch.setattr(load_module, "read_results", reader)
+    store = write_store(tmp_path / "r.jsonl", [ft("m", SMALL, "cb", 0, 0.5), "not json"])
     results = load([store])
     assert len(results.runs) == 1
-    assert results.skipped == [f"{store}:2: skipped a line that is not JSON"]
+    assert results.skipped == [f"{store}:2 (not a JSON object)"]
+    assert f"{store}:2: skipped" in capsys.readouterr().err
     assert "Skipped: 1 unreadable or incomplete record(s)" in markdown(build_tables(results), results)
 
 

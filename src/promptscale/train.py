@@ -307,6 +307,7 @@ def run(cfg: DictConfig, out_dir: Path, results_file: Path, keep_backbone: bool 
     check_finite(OmegaConf.to_container(cfg, resolve=True))
     validate(cfg)
     config = OmegaConf.to_container(cfg, resolve=True)
+    check_writable(results_file, out_dir)  # before anything is read or loaded (the tokenizer, for check_fit)
     from promptscale.data.datamodule import TaskDataModule
 
     data = TaskDataModule(cfg.task, cfg.data, cfg.seed)
@@ -317,7 +318,6 @@ def run(cfg: DictConfig, out_dir: Path, results_file: Path, keep_backbone: bool 
     data.check_fit(cfg)
     config["data"]["fingerprint"] = data_fingerprint(data.train_examples, data.eval_examples)
     key = config_hash(config)
-    check_writable(results_file, out_dir)
     # rank 0 claims for the run: DDP's other processes re-run this command and must join it, not skip it
     claim = Claim(results_file, key) if global_rank() == 0 else None
     if claim is not None and (holder := claim.acquire()):

@@ -12,13 +12,12 @@ import json
 import math
 import re
 import statistics
-import warnings
 from collections import defaultdict
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from promptscale.errors import PromptscaleError
-from promptscale.results import read_results
+from promptscale.results import store_lines
 
 SUPERGLUE = ("boolq", "cb", "copa", "multirc", "record", "rte", "wic", "wsc")
 # methods in the order the papers list them; others follow by name
@@ -190,15 +189,13 @@ def _to_run(record: dict, store: Path, source: str) -> Run:
     )
 
 
-def _records(path: Path) -> tuple[list[dict], list[str]]:
-    """The store's records and the warnings its reader gave (a skipped line each)."""
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
-        try:
-            records = read_results(path)
-        except (OSError, UnicodeDecodeError, ValueError) as err:
-            raise PromptscaleError(f"cannot read results store {path}: {err}") from None
-    return records, [str(w.message) for w in caught]
+def _lines(path: Path) -> list[tuple[str, dict | None]]:
+    """(``file:line``, record or None) per line of the store: the store's one reader, which names
+    each unreadable line in a warning."""
+    try:
+        return list(store_lines(path))
+    except OSError as err:
+        raise PromptscaleError(f"cannot read results store {path}: {err}") from None
 
 
 def load(paths=()) -> Results:
@@ -208,11 +205,8 @@ def load(paths=()) -> Results:
     finished: dict[str, Run] = {}
     failed: dict[str, Run] = {}
     for path in map(Path, paths):
-        records, skipped = _records(path)
-        results.skipped += skipped
-        for number, record in enumerate(records, 1):
-            source = f"{path} record {number}"
-            if not isinstance(record, dict):
+        for source, record in _lines(path):
+            if record is None:
                 results.skipped.append(f"{source} (not a JSON object)")
                 continue
             status = record.get("status")
