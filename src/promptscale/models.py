@@ -371,7 +371,7 @@ def max_positions(cfg) -> int | None:
         config_class = getattr(transformers, cfg.arch or "", None)
         if config_class is None:
             return None
-        config = config_class(**cfg.arch_kwargs).to_dict()
+        config = config_class(**OmegaConf.to_container(cfg.arch_kwargs, resolve=True)).to_dict()
     elif cfg.source == "packaged":  # converted once and cached; the run loads that same folder next
         config = json.loads((packaged_dir(cfg.path) / "config.json").read_text())
     else:
