@@ -10,6 +10,8 @@ MODELS_LOCK := models.lock
 TORCH_SPEC ?= torch==2.13.0
 TORCH_INDEX ?=
 PIP_TOOLS := pip-tools==7.6.2
+# the suite on up to 4 processes (pytest-xdist), a test file per process at a time (module fixtures load once)
+TEST_PARALLEL ?= -n auto --maxprocesses=4 --dist loadfile
 export WANDB_MODE ?= offline
 export WANDB_SILENT ?= true
 EXP ?= cpu_scale
@@ -46,7 +48,7 @@ lint: install
 
 # Lint, then unit tests always; integration tests too when PROMPTSCALE_DATA_DIR points at real data.
 test: lint
-	PROMPTSCALE_LOCKED=1 $(PY) -m pytest -q -p no:cacheprovider
+	PROMPTSCALE_LOCKED=1 $(PY) -m pytest -q -p no:cacheprovider $(TEST_PARALLEL)
 
 test-fast: install
 	$(PY) -m pytest -q -m "not integration" -x

@@ -366,14 +366,20 @@ def test_wall_time_adds_up_over_resumes(sample_data, tmp_path):
 
 
 def test_peak_memory_is_this_runs_not_the_process_lifetime():
-    from promptscale.resume import peak_memory_bytes, reset_peak_memory
-
-    reset_peak_memory()
-    block = torch.ones(64 << 20, dtype=torch.uint8) + 1  # 64 MiB touched
-    high = peak_memory_bytes()
-    del block
-    reset_peak_memory()
-    assert peak_memory_bytes() < high - (32 << 20)
+    """In a fresh process: a long test session's allocator state (arenas, mmap counts) decides
+    whether a freed block goes back to the OS, which is not what this checks."""
+    code = """
+import torch
+from promptscale.resume import peak_memory_bytes, reset_peak_memory
+reset_peak_memory()
+block = torch.ones(64 << 20, dtype=torch.uint8) + 1  # 64 MiB touched
+high = peak_memory_bytes()
+del block
+reset_peak_memory()
+assert peak_memory_bytes() < high - (32 << 20), (peak_memory_bytes(), high)
+"""
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr[-2000:]
 
 
 # ---- item 20: Ctrl-C ------------------------------------------------------------------------------------
