@@ -93,6 +93,9 @@ class DataConfig:
     truncation_side: str = "right"
     batch_size: int = 8
     eval_batch_size: int = 16
+    # training batches of similar length (less padding): the seeded order is cut into chunks of
+    # 50 batches, each chunk sorted by length and its batches shuffled. Evaluation is always sorted.
+    bucket_by_length: bool = False
     num_workers: int = 0
     cache_dir: Optional[str] = None
 

@@ -58,6 +58,18 @@ def _hub_export(task, split: str) -> Path:
     return target
 
 
+# a bucketed training epoch is sorted by length within chunks of this many batches
+BUCKET_BATCHES = 50
+
+
+def encoded_lengths(dataset) -> list[int]:
+    """Positions each encoded example takes before padding: its input (tagging), or its prompt and
+    its longest candidate (classification; candidates share one prompt)."""
+    if "input_ids" in dataset.column_names:
+        return [len(ids) for ids in dataset["input_ids"]]
+    return [len(p) + max(map(len, c)) for p, c in zip(dataset["prompt_ids"], dataset["cand_ids"])]
+
+
 # methods whose method.prompt_length positions go before the input
 PREFIX_METHODS = ("prompt_tuning", "prefix_tuning", "ptuning_v2")
 
@@ -74,15 +86,37 @@ class SeededSampler(DistributedSampler):
     uses it as it is: Lightning's DistributedSamplerWrapper re-shuffles a custom sampler and indexes
     the samples it yields by its length, which breaks a resumed epoch (IndexError)."""
 
-    def __init__(self, size: int, seed: int, resume_at: tuple[int, int] | None = None, rank: int = 0, world: int = 1):
+    def __init__(
+        self,
+        size: int,
+        seed: int,
+        resume_at: tuple[int, int] | None = None,
+        rank: int = 0,
+        world: int = 1,
+        buckets: tuple[list[int], int] | None = None,
+    ):
         super().__init__(range(size), num_replicas=world, rank=rank, shuffle=True, seed=seed)
         self.size, self.resume_at = size, resume_at
+        # (length of each sample, samples per global batch): length-bucketed batches
+        self.buckets = buckets
 
     def order(self, epoch: int) -> list[int]:
         generator = torch.Generator().manual_seed(self.seed)
         for _ in range(epoch):
             torch.randperm(self.size, generator=generator)
-        return torch.randperm(self.size, generator=generator).tolist()
+        order = torch.randperm(self.size, generator=generator).tolist()
+        if self.buckets is None:
+            return order
+        # chunks of BUCKET_BATCHES global batches: sorted by length within a chunk, the chunk's
+        # batches then shuffled, all from the same seeded generator (a resumed run sees this order)
+        lengths, batch = self.buckets
+        bucketed = []
+        for start in range(0, len(order), batch * BUCKET_BATCHES):
+            chunk = sorted(order[start : start + batch * BUCKET_BATCHES], key=lambda i: -lengths[i])
+            batches = [chunk[i : i + batch] for i in range(0, len(chunk), batch)]
+            for b in torch.randperm(len(batches), generator=generator).tolist():
+                bucketed.extend(batches[b])
+        return bucketed
 
     def __iter__(self):
         start = 0
@@ -100,19 +134,24 @@ class SeededSampler(DistributedSampler):
 
 
 class ShardSampler(DistributedSampler):
-    """Evaluation order: the split in file order; with ``world`` processes, process ``rank`` takes
-    every world-th example and nothing is padded (torch's DistributedSampler repeats examples to
+    """Evaluation order: longest example first (``lengths``), so that a batch pads to the length
+    of similar examples (as lm-eval sorts its requests; the longest batch also comes first, so an
+    out-of-memory shows at once). Predictions are kept by example index, so the order changes no
+    result beyond float rounding. With ``world`` processes, process ``rank`` takes every world-th
+    example of that order and nothing is padded (torch's DistributedSampler repeats examples to
     even out the shards, so they would be counted twice). The metrics (torchmetrics) sum their
     states over the processes, so the scores cover exactly the eval set."""
 
-    def __init__(self, size: int, rank: int = 0, world: int = 1):
+    def __init__(self, size: int, rank: int = 0, world: int = 1, lengths: list[int] | None = None):
         if size < world:
             raise DataError(f"the eval split has {size} examples, fewer than the {world} processes evaluating it")
         super().__init__(range(size), num_replicas=world, rank=rank, shuffle=False)
         self.size = size
+        # stable sort: equal lengths keep file order
+        self.order = sorted(range(size), key=lambda i: -lengths[i]) if lengths is not None else list(range(size))
 
     def __iter__(self):
-        yield from range(self.rank, self.size, self.num_replicas)
+        yield from self.order[self.rank :: self.num_replicas]
 
     def __len__(self) -> int:
         return len(range(self.rank, self.size, self.num_replicas))
@@ -299,9 +338,10 @@ class TaskDataModule(L.LightningDataModule):
         trainer = self.trainer  # None outside a Trainer: one process
         rank, world = (trainer.global_rank, trainer.world_size) if trainer is not None else (0, 1)
         if shuffle:
-            sampler = SeededSampler(len(dataset), self.seed, self.resume_at, rank, world)
+            buckets = (encoded_lengths(dataset), batch_size * world) if self.data.bucket_by_length else None
+            sampler = SeededSampler(len(dataset), self.seed, self.resume_at, rank, world, buckets)
         else:
-            sampler = ShardSampler(len(dataset), rank, world)
+            sampler = ShardSampler(len(dataset), rank, world, encoded_lengths(dataset))
         return DataLoader(
             dataset.with_format(None),
             batch_size=batch_size,

@@ -117,7 +117,7 @@ class CoT(AdaptationModule):
         preds = []
         for i, label in zip(batch["idx"].tolist(), batch["labels"].tolist()):
             choice, record = self.answer(data, data.eval_examples[i])
-            self.generations.append(record)
+            self.generations.append({"idx": i, **record})
             n_options = max(2, len(data.encoder.candidates(data.eval_examples[i])))
             # unanswerable counts as wrong: score it as another label than the gold one
             preds.append(choice if choice is not None else (max(label, 0) + 1) % n_options)
@@ -128,6 +128,8 @@ class CoT(AdaptationModule):
         self.log("eval/unanswered", float(unanswered))
         if self.trainer.default_root_dir:
             path = Path(self.trainer.default_root_dir) / "cot_generations.jsonl"
-            path.write_text("".join(json.dumps(g) + "\n" for g in self.generations))
+            # evaluation runs longest first: the file keeps the split's order
+            ordered = sorted(self.generations, key=lambda g: g["idx"])
+            path.write_text("".join(json.dumps(g) + "\n" for g in ordered))
         self.generations = []
         super().on_validation_epoch_end()
