@@ -115,8 +115,8 @@ def test_finished_result_that_cannot_be_appended_is_kept_beside_the_run(sample_d
     ],
 )
 def test_readers_skip_a_bad_line_with_one_warning_and_writers_repair_a_torn_tail(bad, why, tmp_path, capsys):
-    from promptscale.results import append_result, finished_record, read_results
     from promptscale.analysis.load import load
+    from promptscale.results import append_result, finished_record, read_results
 
     store = tmp_path / "results.jsonl"
     bad = bad if isinstance(bad, bytes) else bad.encode()
