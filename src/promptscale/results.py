@@ -177,10 +177,20 @@ def config_hash(config: dict) -> str:
     return hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()[:12]
 
 
+def _nearest_existing(path: Path) -> Path:
+    while not path.exists() and path != path.parent:
+        path = path.parent
+    return path
+
+
 def _probe(folder: Path) -> None:
-    """OSError unless a file can be created in ``folder`` (made if missing)."""
-    folder.mkdir(parents=True, exist_ok=True)
-    fd, probe = tempfile.mkstemp(dir=folder, prefix=".write-check-")
+    """OSError unless a file can be created in ``folder``. Nothing is left behind: a missing folder
+    is not made (bad input found later must leave no run dir); its nearest existing ancestor must
+    then be a folder where files can be created."""
+    existing = _nearest_existing(folder)
+    if not existing.is_dir():
+        raise NotADirectoryError(errno.ENOTDIR, os.strerror(errno.ENOTDIR), str(existing))
+    fd, probe = tempfile.mkstemp(dir=existing, prefix=".write-check-")
     os.close(fd)
     os.unlink(probe)
 
@@ -206,7 +216,7 @@ def check_writable(results_file: Path, out_dir: Path) -> None:
     except OSError as err:
         what = "is a directory" if err.errno == errno.EISDIR else f"cannot be written: {err.strerror or err}"
         raise StoreError(f"results_file {results_file} {what}") from None
-    for path in {out_dir, results_file.parent}:
+    for path in {_nearest_existing(out_dir), _nearest_existing(results_file.parent)}:
         if shutil.disk_usage(path).free == 0:
             raise no_space(path)
 

@@ -318,6 +318,9 @@ def run(cfg: DictConfig, out_dir: Path, results_file: Path, keep_backbone: bool 
     data.check_fit(cfg)
     config["data"]["fingerprint"] = data_fingerprint(data.train_examples, data.eval_examples)
     key = config_hash(config)
+    # every check passed: the run dir and the store's folder may now be made
+    out_dir.mkdir(parents=True, exist_ok=True)
+    Path(results_file).parent.mkdir(parents=True, exist_ok=True)
     # rank 0 claims for the run: DDP's other processes re-run this command and must join it, not skip it
     claim = Claim(results_file, key) if global_rank() == 0 else None
     if claim is not None and (holder := claim.acquire()):
