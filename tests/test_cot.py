@@ -56,16 +56,18 @@ def test_zero_shot_prompts_and_unanswerable_counted_wrong(sample_data, tmp_path,
     monkeypatch.setattr(module, "generate", fake_generate)
     trainer = L.Trainer(logger=False, enable_progress_bar=False, default_root_dir=tmp_path)
     metrics = trainer.validate(module, datamodule=data, verbose=False)[0]
-    first = data.eval_examples[0]
+    order = list(data.val_dataloader().sampler)  # evaluation runs longest first
+    first = data.eval_examples[order[0]]
     assert prompts[0].endswith(f"{first.fields['hypothesis']} Yes or no?\nAnswer: Let's think step by step.")
     assert prompts[1].endswith("Let's think step by step.It follows.\nTherefore, the answer is")
     assert metrics["eval/unanswered"] == 1.0
-    gold = [e.label for e in data.eval_examples]
-    answers = [0, None, 1, 0]
+    gold = [data.eval_examples[i].label for i in order]
+    answers = [0, None, 1, 0]  # in evaluation order
     expected = sum(a == g for a, g in zip(answers, gold)) / 4
     assert metrics["eval/accuracy"] == pytest.approx(expected)
     lines = [json.loads(line) for line in (tmp_path / "cot_generations.jsonl").read_text().splitlines()]
-    assert [line["choice"] for line in lines] == answers
+    assert [line["guid"] for line in lines] == [e.guid for e in data.eval_examples]  # the split's order
+    assert [line["choice"] for line in lines] == [answers[order.index(i)] for i in range(len(order))]
 
 
 def test_few_shot_demonstrations_come_first(sample_data):

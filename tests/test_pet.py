@@ -53,7 +53,7 @@ def test_decoder_pattern_prompt_is_exactly_the_filled_template(sample_data):
 def test_t5_pattern_is_the_encoder_input(sample_data):
     cfg, module, data = setup(sample_data, ["method=pet", "method.pattern=0", "model=tiny-t5", "task=rte"])
     batch = next(iter(data.val_dataloader()))
-    example = data.eval_examples[0]
+    example = data.eval_examples[batch["idx"][0]]  # evaluation runs longest first
     text = module.backbone.tokenizer.decode(batch["input_ids"][0], skip_special_tokens=True)
     assert text == f"rte premise: {example.fields['premise']} hypothesis: {example.fields['hypothesis']}"
 
