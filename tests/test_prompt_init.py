@@ -124,3 +124,20 @@ def test_prompt_peft_folder_loads_with_peft_and_matches(tmp_path):
         ours = module.backbone.model(inputs_embeds=embeds).logits
         theirs = peft_model(input_ids=ids).logits
     torch.testing.assert_close(ours, theirs, rtol=0, atol=1e-5)
+
+
+@pytest.mark.parametrize("init", ["class_label", "vocab", "text"])
+def test_token_inits_start_at_the_scale_the_embedding_layer_gives(init):
+    """Gemma's embedding layer multiplies its rows by sqrt(d_model): a prompt copied from those
+    tokens starts where the layer puts them beside the text, not at the raw weight's scale."""
+    module = build(["model=tiny-gemma3", "task=cb", f"method.init={init}", "method.init_text=Yes or no"])
+    layer = module.backbone.model.get_input_embeddings()
+    scale = float(layer.embed_scale)
+    assert scale > 1
+    weight = layer.weight.detach()
+    prompt = module.prompt.detach()
+    # every row is a mean of layer outputs: weight rows times the scale
+    assert prompt.norm(dim=-1).mean() > 0.5 * scale * weight.norm(dim=-1).mean()
+    if init == "text":
+        ids = module.backbone.tokenizer("Yes or no", add_special_tokens=False)["input_ids"]
+        assert torch.allclose(prompt[0], weight[ids[0]] * scale, atol=1e-5)

@@ -51,8 +51,14 @@ def frequent_token_ids(tokenizer, top: int) -> list[int]:
     return ids
 
 
-def _embeddings(module: PromptTuning) -> torch.Tensor:
-    return module.backbone.model.get_input_embeddings().weight.detach().float()
+def _embed(module: PromptTuning, ids) -> torch.Tensor:
+    """What the input embedding layer gives for ``ids``, as the virtual tokens will sit beside it:
+    the layer is called, not its weight read, because some scale their output (Gemma multiplies
+    by sqrt(d_model), ~25x at 640) and a prompt copied from the raw weight would start that much
+    smaller than the text around it. PEFT's text init calls the layer the same way."""
+    layer = module.backbone.model.get_input_embeddings()
+    with torch.no_grad():
+        return layer(torch.as_tensor(ids, dtype=torch.long, device=layer.weight.device)).float().cpu().clone()
 
 
 def init_random(module: PromptTuning, generator: torch.Generator, rows: int) -> torch.Tensor:
@@ -67,7 +73,7 @@ def init_vocab(module: PromptTuning, generator: torch.Generator, rows: int) -> t
     ids = torch.tensor(frequent_token_ids(module.backbone.tokenizer, module.hp.init_vocab_top))
     rounds = max(1, -(-rows // len(ids)))
     picks = torch.cat([torch.randperm(len(ids), generator=generator) for _ in range(rounds)])[:rows]
-    return _embeddings(module)[ids[picks]].clone()
+    return _embed(module, ids[picks])
 
 
 def init_class_label(module: PromptTuning, generator: torch.Generator, rows: int) -> torch.Tensor:
@@ -77,10 +83,11 @@ def init_class_label(module: PromptTuning, generator: torch.Generator, rows: int
     if task.kind != "classification":
         log.warning("method.init=class_label: task %s has no fixed labels; using init=vocab", task.name)
         return init_vocab(module, generator, rows)
-    tok, emb = module.backbone.tokenizer, _embeddings(module)
+    tok = module.backbone.tokenizer
     # tokenized as in the answer slot (see TaskEncoder.encode)
     labels = [
-        emb[tok(" " + task.verbalizer[label], add_special_tokens=False)["input_ids"]].mean(0) for label in task.labels
+        _embed(module, tok(" " + task.verbalizer[label], add_special_tokens=False)["input_ids"]).mean(0)
+        for label in task.labels
     ]
     label_rows = torch.stack(labels[:rows])
     return torch.cat([label_rows, init_vocab(module, generator, rows - len(label_rows))])
@@ -89,7 +96,7 @@ def init_class_label(module: PromptTuning, generator: torch.Generator, rows: int
 def init_text(module: PromptTuning, generator: torch.Generator, rows: int) -> torch.Tensor:
     """The embeddings of ``init_text``'s tokens, repeated or truncated to the prompt length."""
     ids = module.backbone.tokenizer(module.hp.init_text, add_special_tokens=False)["input_ids"]
-    return _embeddings(module)[[ids[i % len(ids)] for i in range(rows)]].clone()
+    return _embed(module, [ids[i % len(ids)] for i in range(rows)])
 
 
 PROMPT_INITS = {"random": init_random, "vocab": init_vocab, "class_label": init_class_label, "text": init_text}
