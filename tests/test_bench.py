@@ -14,8 +14,8 @@ import torch
 from promptscale import bench
 
 MAIN_HEADER = [
-    "method", "promptscale s/step", "reference s/step", "ratio", "ratio to forward", "examples/s",
-    "peak memory (MiB)", "trainable params", "optimizer-state bytes", "checkpoint bytes", "data share",
+    "method", "promptscale s/step", "(a) full logits s/step", "ratio to (a)", "(b) answer logits s/step",
+    "ratio to (b)", "ratio to forward", "examples/s", "peak memory (MiB)", "trainable params", "optimizer-state bytes", "checkpoint bytes", "data share",
 ]  # fmt: skip
 
 
@@ -58,11 +58,13 @@ def test_quick_report_has_one_row_per_method_and_numbers_parse(quick_report):
         values = [number(c) for c in row[1:]]
         assert all(v >= 0 for v in values)
         assert row[-1].endswith("%")
-    assert all(number(r[7]) > 0 and number(r[9]) > 0 for r in rows)  # trainable params, checkpoint bytes
+    assert all(number(r[10]) > 0 and number(r[12]) > 0 for r in rows)  # trainable params, checkpoint bytes
 
     other = next(rows for header, rows in found.items() if header[:2] == ("method", "reference"))
     assert [r[0] for r in other] == bench.QUICK_METHODS
-    targets = next(rows for header, rows in found.items() if header[:2] == ("method", "step ≤ reference"))
+    targets = next(
+        rows for header, rows in found.items() if header[:2] == ("method", "overhead: promptscale / (b) ≤ 1.05")
+    )
     assert [r[0] for r in targets] == bench.QUICK_METHODS
     for row in targets:
         assert re.match(r"(met|missed) \(\d+\.\d\d, noise ±\d\.\d\d\)$", row[1])
@@ -114,9 +116,10 @@ def test_every_method_and_its_reference_take_a_step(tmp_path, sample_data, metho
     bench.our_step(module, optimizer, scheduler, batch, cpu, "fp32")
     assert bench.optimizer_state_bytes(optimizer) > 0
     model, ref_opt, what = bench.build_reference(cfg, module.backbone.tokenizer, cpu)
-    inputs = bench.reference_inputs(batch, method)
+    inputs = bench.reference_inputs(batch, method, bench.prompt_tokens(seq_len))
     assert inputs["input_ids"].shape[1] == seq_len - (bench.prompt_tokens(seq_len) if method == "ptuning" else 0)
-    bench.reference_step(model, ref_opt, inputs, cpu, "fp32")
+    bench.reference_step(model, ref_opt, inputs, cpu, "fp32", answer_only=False)
+    bench.reference_step(model, ref_opt, inputs, cpu, "fp32", answer_only=True)
     assert bench.optimizer_state_bytes(ref_opt) > 0 and what
     ours_trainable = module.parameter_counts()["trained_params"]
     if method in ("finetune", "prompt_tuning", "adapter", "lora"):  # the same weights train on both sides
@@ -139,7 +142,7 @@ def test_peak_flops_table_matches_device_names():
 def test_gpu_section_adds_mfu():
     args = bench.parse_args(["--quick"])
     result = bench.MethodResult(
-        method="finetune", ours=[0.1], ref=[0.1], ratios=[1.0], data_s=0.001, rows=2, ours_memory=2**20,
+        method="finetune", ours=[0.1], ref=[0.1], ratios=[1.0], ref_b=[0.1], ratios_b=[1.0], data_s=0.001, rows=2, ours_memory=2**20,
         ref_memory=2**20, trainable=10, total=10, ref_trainable=10, opt_bytes=80, ref_opt_bytes=80,
         ckpt={"bytes": 100, "holds": "all weights", "trainable_only": False}, final_ckpt={"bytes": 100}, reference="bare",
         optimizer="AdamW",
@@ -153,3 +156,36 @@ def test_gpu_section_adds_mfu():
     assert rows[0][-1] == f"{6 * 1e9 * 64 / (0.1 * 989e12):.1%}"
     cpu_lines = bench.model_section("some-model", [result], floor, args)
     assert "MFU" not in "\n".join(cpu_lines)
+
+
+@pytest.mark.parametrize("method", list(bench.METHODS))
+def test_references_compute_promptscales_loss(tmp_path, sample_data, method):
+    """Like for like: (a) and (b) give the same loss on the same batch; where both sides start from
+    the same weights (fine-tuning; LoRA and adapters, whose added weights start at zero), it is
+    promptscale's loss too. Prompt methods start from different prompts, so only (a) = (b) holds."""
+    from promptscale.config import validate
+    from promptscale.models import load_tokenizer
+    from promptscale.train import compose
+
+    seq_len = 64
+    root = bench.write_long_rte(tmp_path / "long", sample_data, n_train=4, words=2 * seq_len)
+    cfg = compose(
+        [
+            "model=tiny-gpt2", f"method={method}", "logger=none", f"data.dir={root}", "data.batch_size=4",
+            f"data.max_length={seq_len + 1}", f"data.cache_dir={tmp_path / 'tok'}", *bench.method_overrides(method, seq_len),
+        ]
+    )  # fmt: skip
+    validate(cfg)
+    cpu = torch.device("cpu")
+    _, batch = bench.fixed_length_data(cfg, SimpleNamespace(tokenizer=load_tokenizer(cfg.model)), seq_len)
+    module, _, _ = bench.build_ours(cfg, cpu)
+    model, _, _ = bench.build_reference(cfg, module.backbone.tokenizer, cpu)
+    module.eval(), model.eval()  # no dropout: the same numbers on both sides
+    inputs = bench.reference_inputs(batch, method, bench.prompt_tokens(seq_len))
+    with torch.no_grad():
+        full = bench.reference_loss(model, inputs, answer_only=False)
+        answer = bench.reference_loss(model, inputs, answer_only=True)
+        ours = module.loss(module(batch), batch)
+    assert torch.isfinite(full) and full.item() == pytest.approx(answer.item(), abs=1e-5)
+    if method in ("finetune", "lora", "adapter"):
+        assert ours.item() == pytest.approx(full.item(), abs=1e-5)
