@@ -73,3 +73,21 @@ def test_a_sweep_with_failed_jobs_exits_non_zero_with_one_summary_line(sample_da
     assert str(sweep / "results.jsonl") in err.splitlines()[-1]
     finished = [json.loads(line) for line in (sweep / "results.jsonl").read_text().splitlines()]
     assert [r["task"] for r in finished if r["status"] == "finished"] == ["cb"]
+
+
+def test_a_secret_given_to_a_sweep_is_scrubbed_and_the_sweep_runs(sample_data, tmp_path, monkeypatch, capsys):
+    """The scrubbed value ("<redacted>") in the sweep's saved overrides is no override syntax: the
+    sweep still counts its runs, and no file of the sweep holds the secret."""
+    secret = "sk-test-0123456789abcdef"
+    sweep = tmp_path / "sweep"
+    status = _multirun(
+        monkeypatch, f"+model.arch_kwargs.api_key={secret}", "seed=0,1", "task=cb", "method=finetune", *FAST,
+        f"data.dir={sample_data}", f"hydra.sweep.dir={sweep}",
+    )  # fmt: skip
+    out = capsys.readouterr().out
+    assert status == 0
+    assert "sweep run 2 of 2" in out
+    lines = [json.loads(line) for line in (sweep / "results.jsonl").read_text().splitlines()]
+    assert [r["status"] for r in lines] == ["finished", "finished"]
+    leaked = [p for p in sweep.rglob("*") if p.is_file() and secret.encode() in p.read_bytes()]
+    assert not leaked

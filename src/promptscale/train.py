@@ -633,7 +633,12 @@ def sweep_position(hydra_cfg) -> str:
     else:
         given += [arg for arg in sys.argv[1:] if "=" in arg and not arg.startswith("-")]
     sizes = {}
-    for override in OverridesParser.create().parse_overrides(given):
+    parser = OverridesParser.create()
+    for text in given:
+        try:
+            (override,) = parser.parse_overrides([text])
+        except Exception:  # noqa: BLE001 - a value scrubbed of a secret ("<redacted>") is no override syntax: one value
+            continue
         sizes[override.key_or_group] = len(list(override.sweep_iterator())) if override.is_sweep_override() else 1
     total = 1
     for size in sizes.values():
