@@ -145,6 +145,33 @@ def test_runs_differing_outside_method_settings_are_averaged_per_seed_and_noted(
     assert results.merged == 2 and "Note: 2 runs share" in markdown([table], results)
 
 
+def test_two_tasks_of_one_name_reading_different_data_never_share_a_cell(tmp_path):
+    """Two user task YAMLs both named ``mine`` (a WikiANN-like and a CoNLL-2000-like folder): two
+    columns named by folder, no average of the two datasets; the same folder keeps one column."""
+
+    def mine(folder, seed, score, data_dir="/data"):
+        record = ft("m", SMALL, "mine", seed, score)
+        record["config"]["task"].update(folder=folder, files={"train": "train.txt"}, reader="conll")
+        record["config"]["data"] = {"dir": data_dir, "fingerprint": f"examples read from {data_dir}"}
+        record["config_hash"] = config_hash(record["config"])
+        return record
+
+    store = write_store(tmp_path / "r.jsonl", [mine("wikiann", 0, 0.0), mine("conll2000", 0, 0.214),
+                                               mine("conll2000", 1, 0.3)])  # fmt: skip
+    results = load([store])
+    assert sorted({r.task for r in results.runs}) == ["mine [conll2000]", "mine [wikiann]"]
+    (table,) = build_tables(results)
+    assert "mine [wikiann]" in table.header and "mine [conll2000]" in table.header
+    assert results.merged == 0
+    # the same folder and files read by another reader: other data, numbered; a moved data dir: the same
+    other = [mine("x", 0, 0.1, "/a"), {**mine("x", 0, 0.2, "/b"), "config_hash": "h2"}, mine("x", 1, 0.3, "/c")]
+    other[1]["config"]["task"]["reader"] = "conll_columns"
+    assert sorted({r.task for r in load([write_store(tmp_path / "o.jsonl", other)]).runs}) == [
+        "mine [data 1]",
+        "mine [data 2]",
+    ]
+
+
 def test_varying_method_settings_make_rows(tmp_path):
     records = [pt("m", SMALL, "cb", 0, 0.5 + p / 1000, prompt_length=p) for p in (100, 5, 20)]
     (table,) = build_tables(load([write_store(tmp_path / "r.jsonl", records)]))

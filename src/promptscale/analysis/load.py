@@ -61,6 +61,9 @@ class Run:
     predictions: Path | None = None  # the predictions file, resolved
     predictions_sha256: str | None = None
     predictions_n: int | None = None
+    # where the task's data comes from (folder, files, reader; or the hub dataset): two task YAMLs
+    # that share a name but read different data never share a cell (``_apart_by_data``)
+    data_source: str = field(default="", compare=False)
     # (key, value) of the method settings that vary among this method's runs; set by ``load``
     settings: tuple = ()
     is_average: bool = False  # a SuperGLUE-average pseudo-run (``superglue_runs``)
@@ -161,6 +164,13 @@ def _to_run(record: dict, store: Path, source: str) -> Run:
         path = Path(predictions["path"])
         path = path if path.is_absolute() else store.parent / path
     eval_size = data.get("eval_limit") if data.get("eval_limit") is not None else data.get("eval_size")
+    hub = task_config.get("hub") or {}
+    source_of_data = {  # not the data dir itself: data moved to another dir is the same data
+        "hub": None if data.get("dir") else f"{hub.get('path')}/{hub.get('name')}",
+        "folder": task_config.get("folder"),
+        "files": task_config.get("files"),
+        "reader": task_config.get("reader"),
+    }
     return Run(
         config_hash=str(record["config_hash"]),
         task=str(record["task"]),
@@ -186,6 +196,7 @@ def _to_run(record: dict, store: Path, source: str) -> Run:
         predictions=path,
         predictions_sha256=predictions.get("sha256") if path else None,
         predictions_n=_optional_int(predictions.get("n")) if path else None,
+        data_source=json.dumps(source_of_data, sort_keys=True) if task_config else "",
     )
 
 
@@ -226,7 +237,9 @@ def load(paths=()) -> Results:
             key = (run.config_hash, run.kind, run.split if run.kind == "eval" else "")
             target.pop(key, None)  # the last line wins, in its place
             target[key] = run
-    every = _with_settings(list(finished.values()) + [r for k, r in failed.items() if k not in finished])
+    every = _with_settings(
+        _apart_by_data(list(finished.values()) + [r for k, r in failed.items() if k not in finished])
+    )
     results.runs = [r for r in every if r.finished]
     results.failed = [r for r in every if not r.finished]
     seen = defaultdict(int)
@@ -234,6 +247,26 @@ def load(paths=()) -> Results:
         seen[run.model, run.variant(), run.task, run.split, run.seed] += 1
     results.merged = sum(n for n in seen.values() if n > 1)
     return results
+
+
+def _apart_by_data(runs: list[Run]) -> list[Run]:
+    """Runs of one task name that read different data (two user YAMLs both named ``mine`` with other
+    folders, files or readers; the hub's copy and a local one) become separate tasks, ``name
+    [folder]`` (or ``name [data 1]``, ... when the folders match), so that no cell averages two
+    datasets. The data dir is not part of it: a moved copy of the same data is the same task."""
+    sources: dict[str, dict[str, None]] = defaultdict(dict)
+    for run in runs:
+        if run.data_source:
+            sources[run.task][run.data_source] = None
+    renamed = {}
+    for task, found in sources.items():
+        if len(found) < 2:
+            continue
+        folders = [json.loads(s).get("folder") or "" for s in found]
+        distinct = len(set(folders)) == len(folders) and all(folders)
+        for i, (source, folder) in enumerate(zip(found, folders), 1):
+            renamed[task, source] = f"{task} [{Path(folder).name if distinct else f'data {i}'}]"
+    return [replace(r, task=renamed.get((r.task, r.data_source), r.task)) for r in runs]
 
 
 def _with_settings(runs: list[Run]) -> list[Run]:
