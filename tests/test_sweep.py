@@ -71,8 +71,25 @@ def test_a_sweep_with_failed_jobs_exits_non_zero_with_one_summary_line(sample_da
     assert status == 1, err[-2000:]
     assert "1 of 2 sweep runs failed (task=rte" in err.splitlines()[-1]
     assert str(sweep / "results.jsonl") in err.splitlines()[-1]
-    finished = [json.loads(line) for line in (sweep / "results.jsonl").read_text().splitlines()]
-    assert [r["task"] for r in finished if r["status"] == "finished"] == ["cb"]
+    lines = [json.loads(line) for line in (sweep / "results.jsonl").read_text().splitlines()]
+    assert [r["task"] for r in lines if r["status"] == "finished"] == ["cb"]
+    # the job refused for its (missing) data leaves a failed line, so the table marks its cell
+    (refused,) = [r for r in lines if r["status"] == "failed"]
+    assert refused["task"] == "rte" and refused["refused"] and "not found" in refused["error"]
+    from promptscale.analysis.load import load
+    from promptscale.analysis.table import build_tables, markdown
+
+    results = load([sweep / "results.jsonl"])
+    assert [(r.task, r.status) for r in results.failed] == [("rte", "failed")]
+    assert "| failed (1) |" in markdown(build_tables(results), results)  # the rte cell
+    # the data fixed and the sweep run again: the cell finishes, the refusal is history
+    shutil.copytree(sample_data / "fewglue" / "RTE", data / "fewglue" / "RTE")
+    assert (
+        _multirun(monkeypatch, "task=cb,rte", "method=finetune", *FAST, f"data.dir={data}", f"hydra.sweep.dir={sweep}")
+        == 0
+    )
+    results = load([sweep / "results.jsonl"])
+    assert sorted(r.task for r in results.runs) == ["cb", "rte"] and not results.failed
 
 
 def test_a_secret_given_to_a_sweep_is_scrubbed_and_the_sweep_runs(sample_data, tmp_path, monkeypatch, capsys):

@@ -129,8 +129,7 @@ class SweepCheck(Callback):
         shown = "; ".join(list(failed)[:3]) + ("; …" if len(failed) > 3 else "")
         print(
             f"promptscale: error: {len(failed)} of {self.cells} sweep runs failed ({shown}); "
-            f"their errors are above; runs that failed while training have a failed line in {results_file}, runs "
-            "refused for bad input (data, config) have none",
+            f"their failed lines are in {results_file} (bad input: marked refused), their errors above",
             file=sys.stderr,
         )
         raise SystemExit(1)

@@ -450,6 +450,21 @@ def _failure(cfg, config: dict, key: str, out_dir: Path, err: Exception) -> dict
     return {"status": "failed", "error": f"{type(err).__name__}: {err}", **_identity(cfg, config, key, out_dir)}
 
 
+def _store_refusal(cfg, config: dict, out_dir: Path, results_file: Path, secrets, err: Exception) -> None:
+    """A sweep's job refused for bad input that only its own data shows (the sweep checked every
+    config before starting) leaves a ``failed`` line marked ``refused``, so that the sweep's table
+    marks its cell; a single run refused for bad input writes nothing."""
+    from promptscale.results import StoreError, append_result, config_hash, redact
+
+    if isinstance(err, StoreError):
+        return  # the store itself is what failed
+    try:
+        line = {**_failure(cfg, config, config_hash(config), out_dir, err), "refused": True}
+        append_result(results_file, redact(line, secrets))
+    except Exception:  # noqa: BLE001 - the job's one-line error is already out; this line is a courtesy
+        pass
+
+
 def _train(
     cfg: DictConfig, data, out_dir: Path, config: dict, key: str, secrets=(), keep_backbone: bool = False, callbacks=()
 ) -> dict:
@@ -679,6 +694,7 @@ def _hydra_main(cfg: DictConfig) -> None:
             _remove_hydra_only_dir(out_dir)
             sys.exit(2)
         record_failure(HydraConfig.get(), str(err))
+        _store_refusal(cfg, config, out_dir, results_file, secrets, err)
     except Preempted as err:
         # the whole process was asked to stop: no further jobs of a sweep either
         print(f"promptscale: preempted: {err}", file=sys.stderr)

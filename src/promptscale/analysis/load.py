@@ -237,6 +237,9 @@ def load(paths=()) -> Results:
             key = (run.config_hash, run.kind, run.split if run.kind == "eval" else "")
             target.pop(key, None)  # the last line wins, in its place
             target[key] = run
+    # a failed attempt of a cell that has since finished (the data fixed, the sweep re-run) is history
+    done = {_cell(r) for r in finished.values()}
+    failed = {k: r for k, r in failed.items() if _cell(r) not in done}
     every = _with_settings(
         _apart_by_data(list(finished.values()) + [r for k, r in failed.items() if k not in finished])
     )
@@ -247,6 +250,11 @@ def load(paths=()) -> Results:
         seen[run.model, run.variant(), run.task, run.split, run.seed] += 1
     results.merged = sum(n for n in seen.values() if n > 1)
     return results
+
+
+def _cell(run: Run) -> tuple:
+    """What a table cell's seed stands for: model, method and its settings, task, split, seed."""
+    return run.model, run.method, json.dumps(run.method_config, sort_keys=True), run.task, run.split, run.seed
 
 
 def _apart_by_data(runs: list[Run]) -> list[Run]:
