@@ -1,4 +1,5 @@
 import json
+import os
 import shutil
 import sys
 
@@ -97,12 +98,14 @@ def test_a_secret_given_to_a_sweep_is_scrubbed_and_the_sweep_runs(sample_data, t
     sweep still counts its runs, and no file of the sweep holds the secret."""
     secret = "sk-test-0123456789abcdef"
     sweep = tmp_path / "sweep"
+    before = os.environ.get("HYDRA_FULL_ERROR")
     status = _multirun(
         monkeypatch, f"+model.arch_kwargs.api_key={secret}", "seed=0,1", "task=cb", "method=finetune", *FAST,
         f"data.dir={sample_data}", f"hydra.sweep.dir={sweep}",
     )  # fmt: skip
     out = capsys.readouterr().out
     assert status == 0
+    assert os.environ.get("HYDRA_FULL_ERROR") == before  # main() in-process leaves the caller's environment as it was
     assert "sweep run 2 of 2" in out
     lines = [json.loads(line) for line in (sweep / "results.jsonl").read_text().splitlines()]
     assert [r["status"] for r in lines] == ["finished", "finished"]

@@ -721,15 +721,20 @@ def main() -> None:
     from hydra.errors import HydraException
     from omegaconf.errors import OmegaConfBaseException
 
-    full = os.environ.get("HYDRA_FULL_ERROR") == "1"
+    previous = os.environ.get("HYDRA_FULL_ERROR")
     os.environ["HYDRA_FULL_ERROR"] = "1"  # so that they reach us instead of being printed by Hydra
     try:
         _hydra_main()
     except (HydraException, OmegaConfBaseException) as err:
-        if full or _task_started:
+        if previous == "1" or _task_started:
             raise
         print(f"promptscale: error: {error_line(err)}", file=sys.stderr)
         sys.exit(1)  # Hydra's own exit status for these; ours (PromptscaleError) exit 2
+    finally:  # called in-process (a notebook, a test), the caller's environment is left as it was
+        if previous is None:
+            os.environ.pop("HYDRA_FULL_ERROR", None)
+        else:
+            os.environ["HYDRA_FULL_ERROR"] = previous
 
 
 if __name__ == "__main__":
