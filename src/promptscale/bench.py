@@ -1266,7 +1266,8 @@ def _bench(args) -> Path:
                 log(f"{model_name}: {method}")
                 result = bench_method(args, model_name, method, data_root, cache_dir, device, dtype)
                 log(
-                    f"{model_name}: {method}: promptscale {result.ours_s:.4f} s, reference {result.ref_s:.4f} s, ratio {result.ratio:.2f}"
+                    f"{model_name}: {method}: promptscale {result.ours_s:.4f} s, (a) {result.ref_s:.4f} s, "
+                    f"(b) {result.ref_b_s:.4f} s, ratios {result.ratio:.2f} / {result.ratio_b:.2f}"
                 )
                 results.append(result)
             sections.append(
