@@ -94,23 +94,32 @@ def test_quick_report_names_hardware_generically(quick_report):
         assert host not in quick_report
 
 
-@pytest.mark.parametrize("method", list(bench.METHODS))
-def test_every_method_and_its_reference_take_a_step(tmp_path, sample_data, method):
+SEQ_LEN = 64
+
+
+def method_batch(tmp_path, sample_data, method: str, batch_size: int):
+    """(config, batch of exactly SEQ_LEN tokens) of ``method`` on tiny-gpt2, as the bench builds them."""
     from promptscale.config import validate
     from promptscale.models import load_tokenizer
     from promptscale.train import compose
 
-    seq_len = 64
-    root = bench.write_long_rte(tmp_path / "long", sample_data, n_train=4, words=2 * seq_len)
+    root = bench.write_long_rte(tmp_path / "long", sample_data, n_train=4, words=2 * SEQ_LEN)
     cfg = compose(
         [
-            "model=tiny-gpt2", f"method={method}", "logger=none", f"data.dir={root}", "data.batch_size=2",
-            f"data.max_length={seq_len + 1}", f"data.cache_dir={tmp_path / 'tok'}", *bench.method_overrides(method, seq_len),
+            "model=tiny-gpt2", f"method={method}", "logger=none", f"data.dir={root}", f"data.batch_size={batch_size}",
+            f"data.max_length={SEQ_LEN + 1}", f"data.cache_dir={tmp_path / 'tok'}", *bench.method_overrides(method, SEQ_LEN),
         ]
     )  # fmt: skip
     validate(cfg)
+    _, batch = bench.fixed_length_data(cfg, SimpleNamespace(tokenizer=load_tokenizer(cfg.model)), SEQ_LEN)
+    return cfg, batch
+
+
+@pytest.mark.parametrize("method", list(bench.METHODS))
+def test_every_method_and_its_reference_take_a_step(tmp_path, sample_data, method):
+    seq_len = SEQ_LEN
+    cfg, batch = method_batch(tmp_path, sample_data, method, batch_size=2)
     cpu = torch.device("cpu")
-    _, batch = bench.fixed_length_data(cfg, SimpleNamespace(tokenizer=load_tokenizer(cfg.model)), seq_len)
     assert batch["input_ids"].shape[1] == seq_len
     module, optimizer, scheduler = bench.build_ours(cfg, cpu)
     bench.our_step(module, optimizer, scheduler, batch, cpu, "fp32")
@@ -163,21 +172,9 @@ def test_references_compute_promptscales_loss(tmp_path, sample_data, method):
     """Like for like: (a) and (b) give the same loss on the same batch; where both sides start from
     the same weights (fine-tuning; LoRA and adapters, whose added weights start at zero), it is
     promptscale's loss too. Prompt methods start from different prompts, so only (a) = (b) holds."""
-    from promptscale.config import validate
-    from promptscale.models import load_tokenizer
-    from promptscale.train import compose
-
-    seq_len = 64
-    root = bench.write_long_rte(tmp_path / "long", sample_data, n_train=4, words=2 * seq_len)
-    cfg = compose(
-        [
-            "model=tiny-gpt2", f"method={method}", "logger=none", f"data.dir={root}", "data.batch_size=4",
-            f"data.max_length={seq_len + 1}", f"data.cache_dir={tmp_path / 'tok'}", *bench.method_overrides(method, seq_len),
-        ]
-    )  # fmt: skip
-    validate(cfg)
+    seq_len = SEQ_LEN
+    cfg, batch = method_batch(tmp_path, sample_data, method, batch_size=4)
     cpu = torch.device("cpu")
-    _, batch = bench.fixed_length_data(cfg, SimpleNamespace(tokenizer=load_tokenizer(cfg.model)), seq_len)
     module, _, _ = bench.build_ours(cfg, cpu)
     model, _, _ = bench.build_reference(cfg, module.backbone.tokenizer, cpu)
     module.eval(), model.eval()  # no dropout: the same numbers on both sides
