@@ -69,7 +69,7 @@ def lm_eval_scores(tmp_path_factory):
     from lm_eval import simple_evaluate
     from lm_eval.tasks import TaskManager
 
-    from promptscale.models import smollm2_dir
+    from promptscale.models import packaged_dir
 
     folder = tmp_path_factory.mktemp("lm_eval_tasks")
     (folder / "flatten.py").write_text(FLATTEN)
@@ -78,7 +78,7 @@ def lm_eval_scores(tmp_path_factory):
     start = time.perf_counter()
     out = simple_evaluate(
         model="hf",
-        model_args=f"pretrained={smollm2_dir()},dtype=float32",
+        model_args=f"pretrained={packaged_dir('smollm2-135m')},dtype=float32",
         tasks=[f"promptscale_{task}" for task in TASKS],
         num_fewshot=0,
         limit=LIMIT,
