@@ -131,10 +131,11 @@ def promptscale_scores(task: str, backbone) -> list[list[float]]:
     data.setup()
     for i, e in enumerate(data.eval_examples):
         assert len(data.eval_set[i]["prompt_ids"]) == len(data.encoder.prompt_ids(e.fields)), "truncated"
-    scores = []
+    scores = [None] * len(data.eval_examples)
     with torch.no_grad():
-        for batch in data.val_dataloader():
-            scores += module(batch).tolist()
+        for batch in data.val_dataloader():  # longest first: each row goes back to its example's place
+            for i, row in zip(batch["idx"].tolist(), module(batch).tolist()):
+                scores[i] = row
     return scores
 
 
