@@ -151,7 +151,7 @@ def test_peak_flops_table_matches_device_names():
 def test_gpu_section_adds_mfu():
     args = bench.parse_args(["--quick"])
     result = bench.MethodResult(
-        method="finetune", ours=[0.1], ref=[0.1], ratios=[1.0], ref_b=[0.1], ratios_b=[1.0], data_s=0.001, rows=2, ours_memory=2**20,
+        method="finetune", ours=[0.1], ref=[0.1], ref_b=[0.1], data_s=0.001, rows=2, ours_memory=2**20,
         ref_memory=2**20, trainable=10, total=10, ref_trainable=10, opt_bytes=80, ref_opt_bytes=80,
         ckpt={"bytes": 100, "holds": "all weights", "trainable_only": False}, final_ckpt={"bytes": 100}, reference="bare",
         optimizer="AdamW",

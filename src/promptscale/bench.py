@@ -539,10 +539,8 @@ def profile_data(data, device) -> list[tuple[str, float, int]]:
 class MethodResult:
     method: str
     ours: list[float]
-    ref: list[float]  # reference (a): full logits
-    ratios: list[float]  # promptscale / (a)
+    ref: list[float]  # reference (a): full logits, one time per round
     ref_b: list[float]  # reference (b): logits at the answer positions only
-    ratios_b: list[float]  # promptscale / (b): the wrapper's overhead
     data_s: float
     rows: int
     ours_memory: int
@@ -567,24 +565,26 @@ class MethodResult:
         return statistics.median(self.ref)
 
     @property
-    def ratio(self) -> float:
-        return statistics.median(self.ratios)
-
-    @property
     def ref_b_s(self) -> float:
         return statistics.median(self.ref_b)
 
-    @property
-    def ratio_b(self) -> float:
-        return statistics.median(self.ratios_b)
+    def ratios(self, ref: list[float]) -> list[float]:
+        """promptscale / reference, per round (each round ran both back to back)."""
+        return [o / r for o, r in zip(self.ours, ref)]
 
     @property
-    def noise(self) -> float:
-        return max(MIN_NOISE, (max(self.ratios) - min(self.ratios)) / 2)
+    def ratio(self) -> float:  # promptscale / (a)
+        return statistics.median(self.ratios(self.ref))
+
+    @property
+    def ratio_b(self) -> float:  # promptscale / (b): the wrapper's overhead
+        return statistics.median(self.ratios(self.ref_b))
 
     @property
     def noise_b(self) -> float:
-        return max(MIN_NOISE, (max(self.ratios_b) - min(self.ratios_b)) / 2)
+        """Half the spread of the per-round ratios to (b), at least MIN_NOISE."""
+        ratios = self.ratios(self.ref_b)
+        return max(MIN_NOISE, (max(ratios) - min(ratios)) / 2)
 
     @property
     def data_share(self) -> float:
@@ -635,9 +635,7 @@ def bench_method(args, model_name: str, method: str, data_root: Path, cache_dir:
         method=method,
         ours=ours_t,
         ref=ref_t,
-        ratios=[o / r for o, r in zip(ours_t, ref_t)],
         ref_b=ref_b_t,
-        ratios_b=[o / r for o, r in zip(ours_t, ref_b_t)],
         data_s=data_seconds_per_batch(data, device),
         rows=batch["input_ids"].shape[0],
         ours_memory=ours_memory,
