@@ -32,7 +32,7 @@ def all_scores(module, data):
         return torch.cat([module(batch) for batch in data.val_dataloader()])
 
 
-@pytest.mark.parametrize("model", ["tiny-gpt2", "tiny-llama"])
+@pytest.mark.parametrize("model", ["tiny-gpt2", "tiny-llama", "tiny-gemma3"])
 @pytest.mark.parametrize("task", ["cb", "copa"])
 def test_cached_demonstrations_equal_the_naive_path(sample_data, model, task):
     module, data = build(sample_data, [f"model={model}", f"task={task}", "method.shots=4"])

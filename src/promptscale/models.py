@@ -34,6 +34,8 @@ TINY_SPECIALS = {
         unk_token="<|endoftext|>", bos_token="<|endoftext|>", eos_token="<|endoftext|>", pad_token="<|endoftext|>"
     ),
     "unigram": dict(pad_token="<pad>", eos_token="</s>", unk_token="<unk>"),
+    # byte-level BPE whose tokenizer puts <bos> before every text, as Gemma's and Llama's do
+    "bpe-bos": dict(unk_token="<unk>", bos_token="<bos>", eos_token="<eos>", pad_token="<pad>"),
 }
 
 
@@ -111,7 +113,7 @@ def tiny_tokenizer(kind: str, vocab_size: int = 1000):
             tok.post_processor = processors.TemplateProcessing(
                 single="[CLS] $A [SEP]", pair="[CLS] $A [SEP] $B [SEP]", special_tokens=[("[CLS]", cls), ("[SEP]", sep)]
             )
-        elif kind == "bpe":
+        elif kind in ("bpe", "bpe-bos"):
             tok = Tokenizer(models.BPE())
             tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
             tok.decoder = decoders.ByteLevel()
@@ -119,6 +121,11 @@ def tiny_tokenizer(kind: str, vocab_size: int = 1000):
                 vocab_size=vocab_size, special_tokens=names, initial_alphabet=pre_tokenizers.ByteLevel.alphabet()
             )
             tok.train_from_iterator(_tiny_corpus(), trainer=trainer)
+            if "bos_token" in specials and specials["bos_token"] != specials["eos_token"]:
+                bos = specials["bos_token"]
+                tok.post_processor = processors.TemplateProcessing(
+                    single=f"{bos} $A", pair=f"{bos} $A $B", special_tokens=[(bos, tok.token_to_id(bos))]
+                )
         else:  # pieces scored by log frequency: whole words ("▁word") and single characters
             words = _word_counts(lowercase=False)
             total = sum(n for _, n in words)

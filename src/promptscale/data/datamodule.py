@@ -14,7 +14,7 @@ import torch
 from omegaconf import OmegaConf
 from torch.utils.data import DataLoader, DistributedSampler
 
-from promptscale.data.encoding import Collator, TaskEncoder, check_template
+from promptscale.data.encoding import Collator, TaskEncoder, check_template, special_frame
 from promptscale.data.example import Example
 from promptscale.data.readers import READERS
 from promptscale.errors import ConfigError, DataError
@@ -246,14 +246,22 @@ class TaskDataModule(L.LightningDataModule):
         from promptscale.models import load_tokenizer, max_positions
 
         family, max_length, method = cfg.model.family, self.data.max_length, cfg.method
-        n_special = {"encoder": 2, "encdec": 1, "decoder": 0}[family]
-        # a prompt token and (but on T5, whose answer is its target) an answer token, a candidate
-        # keeping at most half the input (TaskEncoder.encode)
-        least = n_special + 1 if self.task.kind == "tagging" else max(2, n_special + 1 + (family != "encdec"))
-        if max_length < least:
+        tokenizer = None
+
+        def least(n_special: int) -> int:
+            # a prompt token and (but on T5, whose answer is its target) an answer token, a candidate
+            # keeping at most half the input (TaskEncoder.encode)
+            return n_special + 1 if self.task.kind == "tagging" else max(2, n_special + 1 + (family != "encdec"))
+
+        # a decoder's specials are its tokenizer's (a <bos> or none): loaded only where they decide
+        n_special = {"encoder": 2, "encdec": 1, "decoder": 1}[family]
+        if family == "decoder" and max_length < least(n_special):
+            tokenizer = load_tokenizer(cfg.model)
+            n_special = sum(map(len, special_frame(family, tokenizer)))
+        if max_length < least(n_special):
             what = "a token" if self.task.kind == "tagging" else "a prompt token and an answer token"
             raise ConfigError(
-                f"data.max_length={max_length} leaves no room for {what} ({family} models need >= {least})"
+                f"data.max_length={max_length} leaves no room for {what} ({family} models need >= {least(n_special)})"
             )
         positions = max_positions(cfg.model)
         # methods whose prompt_length positions come before the input (a soft prompt, per-layer prefixes)
@@ -263,9 +271,8 @@ class TaskDataModule(L.LightningDataModule):
         self._check_positions(cfg, positions, extra)
         if method.name not in ("icl", "cot"):  # the methods that train (ICL picks labelled demonstrations)
             self.check_labelled(self.train_examples, self.task.train_split, "trained on")
-        tokenizer = None
         if self.task.kind == "classification" and method.head == "lm":
-            tokenizer = load_tokenizer(cfg.model)
+            tokenizer = tokenizer or load_tokenizer(cfg.model)
             cap = max_length // 2
             words = [self.task.verbalizer[label] for label in self.task.labels]
             kept = {tuple(tokenizer(" " + w, add_special_tokens=False)["input_ids"][:cap]) for w in words}
@@ -310,6 +317,7 @@ class TaskDataModule(L.LightningDataModule):
                 self.tokenizer.name_or_path,
                 len(self.tokenizer),
                 self.family,
+                [self.encoder.prefix, self.encoder.suffix],
                 self.data.max_length,
                 self.data.truncation_side,
             ]
@@ -332,7 +340,7 @@ class TaskDataModule(L.LightningDataModule):
             self.eval_set = self._encode(self.eval_examples)
 
     def collator(self, examples: list[Example]) -> Collator:
-        return Collator(self.task, self.tokenizer, self.family, self.head, examples)
+        return Collator(self.encoder, self.head, examples)
 
     def _loader(self, dataset, examples, batch_size: int, shuffle: bool) -> DataLoader:
         trainer = self.trainer  # None outside a Trainer: one process

@@ -169,6 +169,22 @@ def render_prompt(task, fields: dict[str, str]) -> str:
     return TaskTemplates(task).prompt_text(dict(fields))
 
 
+def special_frame(family: str, tokenizer) -> tuple[list[int], list[int]]:
+    """The special tokens before and after every input: [CLS] .. [SEP] for encoders, .. </s> for
+    T5's encoder input, and for decoders whatever the tokenizer itself puts before a text (Gemma's
+    and Llama's <bos>; nothing for GPT-2 or SmolLM2), as lm-evaluation-harness reads a decoder's
+    context with the tokenizer's defaults. Never an end token after a decoder's input: the answer
+    continues it."""
+    if family == "encoder":
+        return [tokenizer.cls_token_id], [tokenizer.sep_token_id]
+    if family == "encdec":
+        return [], [tokenizer.eos_token_id]
+    plain = tokenizer("a", add_special_tokens=False)["input_ids"]
+    full = tokenizer("a")["input_ids"]
+    start = next((i for i in range(len(full) - len(plain) + 1) if full[i : i + len(plain)] == plain), 0)
+    return full[:start], []
+
+
 class TaskEncoder:
     """Tokenizes one example; truncation shortens the task's long fields (``task.truncate``, in
     order, at ``truncation_side``), never the answer slot."""
@@ -177,8 +193,12 @@ class TaskEncoder:
         self.task, self.tok, self.family, self.max_length = task, tokenizer, family, max_length
         self.side = truncation_side
         self.templates = TaskTemplates(task)
-        # specials around the prompt: [CLS] .. [SEP] for encoders, </s> for T5's encoder input
-        self.n_special = {"encoder": 2, "encdec": 1, "decoder": 0}[family]
+        self.prefix, self.suffix = special_frame(family, tokenizer)
+        self.n_special = len(self.prefix) + len(self.suffix)
+
+    def wrap(self, ids: list[int]) -> list[int]:
+        """``ids`` between the family's special tokens (``special_frame``)."""
+        return [*self.prefix, *ids, *self.suffix]
 
     def ids(self, text: str) -> list[int]:
         # special-token text ("[MASK]", "</s>") in a record or a template is text, never a control token
@@ -314,11 +334,19 @@ def _pad(seqs: list[list[int]], value: int) -> torch.Tensor:
 
 
 class Collator:
-    """Builds padded batches for one family and head (dynamic padding to the longest row)."""
+    """Builds padded batches for one family and head (dynamic padding to the longest row), each
+    row between the encoder's special tokens."""
 
-    def __init__(self, task, tokenizer, family: str, head: str, examples: list[Example]):
-        self.task, self.tok, self.family, self.head, self.examples = task, tokenizer, family, head, examples
-        self.pad = tokenizer.pad_token_id
+    def __init__(self, encoder: TaskEncoder, head: str, examples: list[Example]):
+        self.task, self.tok, self.family, self.head, self.examples = (
+            encoder.task,
+            encoder.tok,
+            encoder.family,
+            head,
+            examples,
+        )
+        self.wrap, self.start = encoder.wrap, len(encoder.prefix)
+        self.pad = self.tok.pad_token_id
 
     def __call__(self, rows: list[dict]) -> dict:
         if self.task.kind == "tagging":
@@ -336,13 +364,6 @@ class Collator:
             batch["answers"] = [e.answers or [] for e in examples]
             batch["cand_texts"] = [e.candidates or [] for e in examples]
         return batch
-
-    def wrap(self, ids: list[int]) -> list[int]:
-        if self.family == "encoder":
-            return [self.tok.cls_token_id, *ids, self.tok.sep_token_id]
-        if self.family == "encdec":
-            return [*ids, self.tok.eos_token_id]
-        return ids
 
     def _inputs(self, seqs: list[list[int]]) -> dict:
         return {
@@ -381,10 +402,11 @@ class Collator:
                 if self.family == "encoder":  # the [MASK]s sit at the pattern's slot, else at the end
                     at = prompt.index(SLOT_ID) if SLOT_ID in prompt else len(prompt)
                     seq = self.wrap(prompt[:at] + [mask_id] * len(cand) + prompt[at + 1 :])
-                    pos = list(range(1 + at, 1 + at + len(cand)))
+                    pos = list(range(self.start + at, self.start + at + len(cand)))
                 else:  # the logit at position i predicts token i + 1
-                    seq = prompt + cand[:-1]
-                    pos = list(range(len(prompt) - 1, len(prompt) - 1 + len(cand)))
+                    seq = self.wrap(prompt + cand[:-1])
+                    end = self.start + len(prompt) - 1
+                    pos = list(range(end, end + len(cand)))
                 row_ids[b, c] = len(seqs)
                 seqs.append(seq)
                 slot_pos.append(pos)
@@ -429,7 +451,7 @@ class Collator:
 
     def tagging(self, rows: list[dict]) -> dict:
         """Token classification: the first sub-token of each word carries its tag."""
-        first = 1 if self.family == "encoder" else 0
+        first = self.start
         seqs = [self.wrap(r["input_ids"]) for r in rows]
         batch = self._inputs(seqs)
         labels = torch.full(batch["input_ids"].shape, IGNORE, dtype=torch.long)

@@ -113,15 +113,21 @@ class AdaptationModule(L.LightningModule):
         mask = torch.cat([mask.new_ones(mask.shape[0], cache.get_seq_length()), mask], dim=1)
         return self.backbone.hidden_states(embeds, mask, cache=cache)
 
+    # leading positions of every input row that the method's own context replaces: ICL's
+    # demonstration block begins the sequence and carries the decoder's <bos> itself
+    replaces_start = 0
+
     def inputs(self, batch) -> tuple[torch.Tensor, torch.Tensor, int]:
-        embeds = self.backbone.embed(batch["input_ids"])
-        mask = batch["attention_mask"]
+        """Embeddings and mask of the model's input, and the shift of the batch's positions in it."""
+        drop = self.replaces_start
+        embeds = self.backbone.embed(batch["input_ids"][:, drop:])
+        mask = batch["attention_mask"][:, drop:]
         prompt = self.virtual_tokens(embeds.shape[0])
         if prompt is None:
-            return embeds, mask, 0
+            return embeds, mask, -drop
         embeds = torch.cat([prompt.to(embeds.dtype), embeds], dim=1)
         mask = torch.cat([mask.new_ones(mask.shape[0], prompt.shape[1]), mask], dim=1)
-        return embeds, mask, prompt.shape[1]
+        return embeds, mask, prompt.shape[1] - drop
 
     def forward(self, batch) -> torch.Tensor:
         """Candidate scores [B, C] (classification, choice) or tag logits [B, L, T] (tagging)."""

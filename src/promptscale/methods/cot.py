@@ -85,6 +85,7 @@ class CoT(AdaptationModule):
         self.generations: list[dict] = []
 
     def generate(self, ids: list[int], max_new_tokens: int) -> str:
+        """Greedy continuation of the input ``ids``."""
         tok = self.backbone.tokenizer
         input_ids = torch.tensor([ids], device=self.device)
         out = self.backbone.model.generate(
@@ -99,15 +100,17 @@ class CoT(AdaptationModule):
 
     def answer(self, data, example) -> tuple[int | None, dict]:
         encoder = data.encoder
-        prompt = encoder.tok.decode(encoder.fit_prompt(example.fields, data.data.max_length))
+        prompt = encoder.tok.decode(encoder.fit_prompt(example.fields, data.data.max_length - encoder.n_special))
         options = encoder.candidates(example)
+
+        def ids(text: str) -> list[int]:  # between the family's special tokens (a decoder's <bos>, T5's </s>)
+            return encoder.wrap(encoder.ids(text))
+
         if self.hp.shots == 0:
-            rationale = self.generate(encoder.ids(f"{prompt} {STEP_BY_STEP}"), self.hp.max_new_tokens)
-            final = self.generate(
-                encoder.ids(f"{prompt} {STEP_BY_STEP}{rationale}\n{THEREFORE}"), self.hp.answer_tokens
-            )
+            rationale = self.generate(ids(f"{prompt} {STEP_BY_STEP}"), self.hp.max_new_tokens)
+            final = self.generate(ids(f"{prompt} {STEP_BY_STEP}{rationale}\n{THEREFORE}"), self.hp.answer_tokens)
         else:
-            rationale = self.generate(encoder.ids(self.demo_text + prompt), self.hp.max_new_tokens)
+            rationale = self.generate(ids(self.demo_text + prompt), self.hp.max_new_tokens)
             final = rationale.split("the answer is")[-1] if "the answer is" in rationale else rationale
         choice = extract_answer(final, options)
         return choice, {"guid": example.guid, "rationale": rationale, "answer": final, "choice": choice}

@@ -77,6 +77,7 @@ class ICL(AdaptationModule):
     def setup_method(self) -> None:
         self.backbone.requires_grad_(False)
         self.demo_ids: list[int] = []
+        self.replaces_start = 0
         self.demo_cache = None
         self.log_p_cf = None
 
@@ -85,7 +86,9 @@ class ICL(AdaptationModule):
         encoder = data.encoder
         demos = pick_demonstrations(data.train_examples, self.hp.shots, self.hp.selection, self.cfg.seed)
         text = demonstration_text(encoder, demos)
-        self.demo_ids = encoder.ids(text) if text else []
+        # the block begins the sequence: it takes the start tokens (a decoder's <bos>) from the rows
+        self.demo_ids = [*encoder.prefix, *encoder.ids(text)] if text else []
+        self.replaces_start = len(encoder.prefix) if text else 0
         self.demo_cache = None
         if self.demo_ids and self.hp.cache_demos and self.backbone.family == "decoder":
             ids = torch.tensor([self.demo_ids], device=self.device)
