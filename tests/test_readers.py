@@ -430,6 +430,8 @@ def test_eval_limit_takes_the_first_records_whatever_the_seed(sample_data):
 
     everything = eval_guids(0)
     assert eval_guids(0, "data.eval_limit=5") == eval_guids(7, "data.eval_limit=5") == everything[:5]
+    # a cap, as lm-eval's --limit: a smaller split is read whole (one limit for a sweep over tasks)
+    assert eval_guids(0, f"data.eval_limit={len(everything) + 100}") == everything
     # eval_size then samples (seeded) from those first records
     assert set(eval_guids(3, "data.eval_limit=10", "data.eval_size=4")) < set(everything[:10])
     hashes = {

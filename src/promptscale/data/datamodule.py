@@ -14,7 +14,7 @@ import torch
 from omegaconf import OmegaConf
 from torch.utils.data import DataLoader, DistributedSampler
 
-from promptscale.data.encoding import Collator, TaskEncoder, check_template, special_frame
+from promptscale.data.encoding import Collator, TaskEncoder, check_template
 from promptscale.data.example import Example
 from promptscale.data.readers import READERS
 from promptscale.errors import ConfigError, DataError
@@ -230,10 +230,7 @@ class TaskDataModule(L.LightningDataModule):
             tags = sorted({t for e in train + evaluation for t in e.tags} - {"O"})
             self.task.labels = ["O", *tags]
         if self.data.eval_limit is not None:
-            if self.data.eval_limit > len(evaluation):
-                raise ConfigError(
-                    f"data.eval_limit={self.data.eval_limit} is larger than the split ({len(evaluation)} records)"
-                )
+            # at most N records, as lm-eval's --limit: one cap serves a sweep over tasks of every size
             evaluation = evaluation[: self.data.eval_limit]
         self.train_examples = self._subsample(train, self.data.train_size, "train_size", self.seed)
         self.eval_examples = self._subsample(evaluation, self.data.eval_size, "eval_size", self.data.eval_seed)
@@ -246,22 +243,15 @@ class TaskDataModule(L.LightningDataModule):
         from promptscale.models import load_tokenizer, max_positions
 
         family, max_length, method = cfg.model.family, self.data.max_length, cfg.method
-        tokenizer = None
-
-        def least(n_special: int) -> int:
-            # a prompt token and (but on T5, whose answer is its target) an answer token, a candidate
-            # keeping at most half the input (TaskEncoder.encode)
-            return n_special + 1 if self.task.kind == "tagging" else max(2, n_special + 1 + (family != "encdec"))
-
-        # a decoder's specials are its tokenizer's (a <bos> or none): loaded only where they decide
+        # specials (encoding.special_frame), counted without a tokenizer: a decoder's at most one <bos>
         n_special = {"encoder": 2, "encdec": 1, "decoder": 1}[family]
-        if family == "decoder" and max_length < least(n_special):
-            tokenizer = load_tokenizer(cfg.model)
-            n_special = sum(map(len, special_frame(family, tokenizer)))
-        if max_length < least(n_special):
+        # a prompt token and (but on T5, whose answer is its target) an answer token, a candidate
+        # keeping at most half the input (TaskEncoder.encode)
+        least = n_special + 1 if self.task.kind == "tagging" else max(2, n_special + 1 + (family != "encdec"))
+        if max_length < least:
             what = "a token" if self.task.kind == "tagging" else "a prompt token and an answer token"
             raise ConfigError(
-                f"data.max_length={max_length} leaves no room for {what} ({family} models need >= {least(n_special)})"
+                f"data.max_length={max_length} leaves no room for {what} ({family} models need >= {least})"
             )
         positions = max_positions(cfg.model)
         # methods whose prompt_length positions come before the input (a soft prompt, per-layer prefixes)
@@ -271,8 +261,9 @@ class TaskDataModule(L.LightningDataModule):
         self._check_positions(cfg, positions, extra)
         if method.name not in ("icl", "cot"):  # the methods that train (ICL picks labelled demonstrations)
             self.check_labelled(self.train_examples, self.task.train_split, "trained on")
+        tokenizer = None
         if self.task.kind == "classification" and method.head == "lm":
-            tokenizer = tokenizer or load_tokenizer(cfg.model)
+            tokenizer = load_tokenizer(cfg.model)
             cap = max_length // 2
             words = [self.task.verbalizer[label] for label in self.task.labels]
             kept = {tuple(tokenizer(" " + w, add_special_tokens=False)["input_ids"][:cap]) for w in words}
