@@ -81,9 +81,12 @@ def test_quick_report_icl_sweep_and_cold_start_tables(quick_report):
     (sweep,) = next(rows for header, rows in found.items() if header[:2] == ("model", "runs"))
     assert sweep[1] == "4"
     [number(c) for c in sweep[2:]]
-    cold = found[("command", "s")]
-    assert len(cold) == 2 and "--help" in cold[0][0]
-    assert all(number(r[1]) > 0 for r in cold)
+    cold = found[("phase", "s", "what")]
+    assert [r[0] for r in cold] == [*bench.STARTUP_PHASES, "**to first step**"]
+    assert all(number(r[1]) >= 0 for r in cold[:-1])
+    total = number(cold[-1][1].strip("*"))
+    assert total == pytest.approx(sum(number(r[1]) for r in cold[:-1]), abs=0.05)
+    assert re.search(r"target <= 5 s: (met|missed)", cold[-1][2])
 
 
 def test_quick_report_names_hardware_generically(quick_report):

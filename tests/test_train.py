@@ -398,6 +398,20 @@ def test_multirun_two_jobs_one_results_file(sample_data, tmp_path):
     assert all(r["status"] == "finished" for r in records)
     assert records[0]["config_hash"] != records[1]["config_hash"]
     assert {r["output_dir"] for r in records} == {str(sweep / "0"), str(sweep / "1")}
+    # start-up: the first job pays the imports; each phase is timed and they add up to the first step
+    first, second = sorted(records, key=lambda r: r["output_dir"])
+    assert first["startup_s"]["imports"] > 0 and second["startup_s"]["imports"] is None
+    for record in records:
+        phases = record["startup_s"]
+        parts = [phases[p] for p in ("imports", "checks", "setup", "model", "data", "first_step")]
+        assert all(v is None or v >= 0 for v in parts) and all(v is not None for v in parts[1:])
+        assert phases["to_first_step"] == pytest.approx(sum(v for v in parts if v is not None), abs=0.01)
+
+
+def test_a_run_without_training_has_no_first_step(train, tmp_path):
+    startup = train(["method=icl", "method.shots=0"], tmp_path)["startup_s"]
+    assert startup["first_step"] is None and startup["to_first_step"] is None
+    assert startup["model"] > 0
 
 
 # ---- W&B offline ---------------------------------------------------------------------------

@@ -303,6 +303,7 @@ def run(cfg: DictConfig, out_dir: Path, results_file: Path, keep_backbone: bool 
     from promptscale.quiet import silence_known_notices
     from promptscale.results import Claim, check_finite, check_writable, config_hash, data_fingerprint, finished_record
 
+    clock = StartupClock()
     silence_known_notices()
     check_finite(OmegaConf.to_container(cfg, resolve=True))
     validate(cfg)
@@ -316,6 +317,7 @@ def run(cfg: DictConfig, out_dir: Path, results_file: Path, keep_backbone: bool 
 
     method_class(cfg.method.name).check_data(cfg, data)
     data.check_fit(cfg)
+    clock.mark("checks")
     config["data"]["fingerprint"] = data_fingerprint(data.train_examples, data.eval_examples)
     key = config_hash(config)
     # every check passed: the run dir and the store's folder may now be made
@@ -330,14 +332,14 @@ def run(cfg: DictConfig, out_dir: Path, results_file: Path, keep_backbone: bool 
         if cfg.skip_finished and (done := finished_record(results_file, key)):
             print(f"promptscale: skipping {what_run(cfg)}: finished as {key}")
             return done
-        return _run_claimed(cfg, data, out_dir, results_file, config, key, keep_backbone, callbacks)
+        return _run_claimed(cfg, data, out_dir, results_file, config, key, keep_backbone, callbacks, clock)
     finally:
         if claim is not None:
             claim.release()
 
 
 def _run_claimed(
-    cfg, data, out_dir: Path, results_file: Path, config: dict, key: str, keep_backbone, callbacks
+    cfg, data, out_dir: Path, results_file: Path, config: dict, key: str, keep_backbone, callbacks, clock=None
 ) -> dict:
     """``run`` once the hash is claimed: train, then store the line (or keep it beside the run)."""
     import lightning as L
@@ -363,7 +365,7 @@ def _run_claimed(
     keep = KeepTrainer()
     secrets = secret_values(config=config)
     try:
-        record = _train(cfg, data, out_dir, config, key, secrets, keep_backbone, [*callbacks, keep])
+        record = _train(cfg, data, out_dir, config, key, secrets, keep_backbone, [*callbacks, keep], clock)
     except (Preempted, Interrupted):
         raise  # not failed: the same command resumes it
     except Exception as err:
@@ -402,6 +404,56 @@ def _run_claimed(
         f"-> {results_file}"
     )
     return record
+
+
+_runs_in_process = 0
+
+
+class StartupClock:
+    """Where a run's start-up time goes, up to its first training step (``startup_s`` in its line):
+    ``imports`` (process start to this run: interpreter, imports, Hydra; null for a later run of
+    an in-process sweep), ``checks`` (config, data read, fit checks), ``setup`` (run dir, claim,
+    Lightning), ``model`` (tokenizer, weights, the method's module), ``data`` (tokenizing and the
+    Trainer's own start, to the first batch), ``first_step`` (that batch) and ``to_first_step``
+    (their sum). A run with no training step here (tuning-free, or resumed past its last) has
+    null ``data``, ``first_step`` and ``to_first_step``."""
+
+    def __init__(self) -> None:
+        import psutil
+
+        global _runs_in_process
+        _runs_in_process += 1
+        self.last = time.time()
+        first = _runs_in_process == 1
+        self.marks: dict[str, float | None] = {"imports": self.last - psutil.Process().create_time() if first else None}
+
+    def mark(self, phase: str) -> None:
+        """The time since the previous mark is ``phase``'s (the first mark of a phase counts)."""
+        now = time.time()
+        self.marks.setdefault(phase, now - self.last)
+        self.last = now
+
+    def callback(self):
+        """A Lightning callback marking ``data`` at the first training batch and ``first_step`` after it."""
+        import lightning as L
+
+        clock = self
+
+        class FirstStep(L.Callback):
+            def on_train_batch_start(self, *args) -> None:
+                clock.mark("data")
+
+            def on_train_batch_end(self, *args) -> None:
+                clock.mark("first_step")
+
+        return FirstStep()
+
+    def summary(self) -> dict:
+        phases = ("imports", "checks", "setup", "model", "data", "first_step")
+        out = {p: None if self.marks.get(p) is None else round(self.marks[p], 3) for p in phases}
+        trained = out["first_step"] is not None
+        out["to_first_step"] = round(sum(v for v in out.values() if v is not None), 3) if trained else None
+        return out
 
 
 def what_run(cfg) -> str:
@@ -466,7 +518,15 @@ def _store_refusal(cfg, config: dict, out_dir: Path, results_file: Path, secrets
 
 
 def _train(
-    cfg: DictConfig, data, out_dir: Path, config: dict, key: str, secrets=(), keep_backbone: bool = False, callbacks=()
+    cfg: DictConfig,
+    data,
+    out_dir: Path,
+    config: dict,
+    key: str,
+    secrets=(),
+    keep_backbone: bool = False,
+    callbacks=(),
+    clock: StartupClock | None = None,
 ) -> dict:
     import lightning as L
     import torch
@@ -487,11 +547,14 @@ def _train(
     )
 
     start = time.time()
+    clock = clock or StartupClock()
     reset_peak_memory()  # this run's peak, not an earlier job's of this process
     L.seed_everything(cfg.seed, workers=True, verbose=False)
+    clock.mark("setup")
     backbone = load_backbone(cfg.model, keep=keep_backbone)
     module = method_class(cfg.method.name)(cfg, backbone)
     data.attach(backbone.tokenizer, cfg.model.family, cfg.method.head)
+    clock.mark("model")
 
     logger = make_logger(cfg, out_dir, config, list(secrets))
     kwargs = trainer_kwargs(cfg)
@@ -500,7 +563,7 @@ def _train(
     interruption = Interruption()  # Ctrl-C, in fit or in the final evaluation
     trainer = L.Trainer(
         **{k: v for k, v in kwargs.items() if k not in ("callbacks", "plugins")},
-        callbacks=[*kwargs.get("callbacks", []), *callbacks, resume, interruption],
+        callbacks=[*kwargs.get("callbacks", []), *callbacks, resume, interruption, clock.callback()],
         plugins=[*kwargs.get("plugins", []), SafeCheckpointIO()],
         logger=logger or False,
         default_root_dir=str(out_dir),
@@ -562,6 +625,7 @@ def _train(
         "wall_time_s": round(resume.wall_time_s(), 2),  # over every segment of a resumed run
         "peak_memory_bytes": resume.peak_memory_bytes(),
         "device": "cuda" if torch.cuda.is_available() else "cpu",
+        "startup_s": clock.summary(),
     }
     from promptscale.predictions import save_run_outputs
 
