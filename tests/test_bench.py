@@ -87,6 +87,10 @@ def test_quick_report_icl_sweep_and_cold_start_tables(quick_report):
     total = number(cold[-1][1].strip("*"))
     assert total == pytest.approx(sum(number(r[1]) for r in cold[:-1]), abs=0.05)
     assert re.search(r"target <= 5 s: (met|missed)", cold[-1][2])
+    throughput = found[("sweep", "runs/hour", "median s/job", "median peak RSS/job (MiB)", "max peak RSS (MiB)")]
+    assert [r[0] for r in throughput] == ["in-process", "separate"]
+    assert all(number(c) > 0 for r in throughput for c in r[1:])
+    assert re.search(r"RSS after each in-process job \(MiB\): \d+, \d+; after the last / after job 2 = ", quick_report)
 
 
 def test_quick_report_names_hardware_generically(quick_report):

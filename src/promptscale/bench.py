@@ -871,6 +871,33 @@ def bench_cold_start(args, model_name: str, samples: Path, tmp: Path) -> dict:
     }
 
 
+# ---- sweep throughput ------------------------------------------------------------------------
+def bench_throughput(args, model_name: str, samples: Path, tmp: Path) -> dict:
+    """``promptscale.sweep_memory``: the same N one-step jobs in one process (``--multirun``) and as
+    N separate processes; each job's wall time and peak RSS."""
+    overrides = [
+        f"model={model_name}", "method=prompt_tuning", "task=rte", f"data.dir={samples}", "data.train_size=8",
+        "data.eval_size=8", "trainer.max_steps=1", "logger=none", "trainer.enable_progress_bar=false",
+        f"data.cache_dir={tmp / 'throughput-tokens'}",
+    ]  # fmt: skip
+    env = {**os.environ, "WANDB_MODE": "offline", "WANDB_SILENT": "true"}
+    modes = {}
+    for mode in ("in-process", "separate"):
+        out = tmp / f"throughput-{mode}.jsonl"
+        argv = [sys.executable, "-m", "promptscale.sweep_memory", "--jobs", str(args.throughput_jobs)]
+        argv += ["--separate"] * (mode == "separate") + ["--json", str(out), "--sweep-dir", str(tmp / f"sweep-{mode}")]
+        start = time.perf_counter()
+        done = subprocess.run([*argv, *overrides], env=env, capture_output=True, text=True)
+        wall = time.perf_counter() - start
+        if done.returncode != 0:
+            raise RuntimeError(f"bench: sweep_memory ({mode}) exited {done.returncode}: {done.stderr[-2000:]}")
+        jobs = [json.loads(line) for line in out.read_text().splitlines()]
+        if failed := [j for j in jobs if j["status"] != "COMPLETED"]:
+            raise RuntimeError(f"bench: sweep_memory ({mode}): job {failed[0]['job']} {failed[0]['status']}")
+        modes[mode] = {"wall_s": wall, "jobs": jobs}
+    return {"model": model_name, "n": args.throughput_jobs, **modes}
+
+
 # ---- the report ------------------------------------------------------------------------------
 def mib(n: int) -> str:
     return f"{n / 2**20:,.1f}"
@@ -1176,6 +1203,43 @@ def cold_section(cold: dict) -> list[str]:
     return lines
 
 
+def throughput_section(result: dict) -> list[str]:
+    n = result["n"]
+    lines = [
+        "## Sweep throughput and memory",
+        "",
+        f"{n} identical one-step `prompt_tuning` jobs on RTE with {result['model']} (then an evaluation of 8), run "
+        "by `python -m promptscale.sweep_memory`: in one process (`--multirun`: imports once, the backbone cached "
+        "between jobs) and as separate `promptscale-train` processes. Runs per hour from the whole command's wall "
+        "time (start-up included); peak RSS per job: in one process the job's own high-water mark (reset before "
+        "it), separately the child process's.",
+        "",
+    ]
+    rows = []
+    for mode in ("in-process", "separate"):
+        jobs = result[mode]["jobs"]
+        peaks = [j["peak_mib"] for j in jobs]
+        rows.append(
+            [
+                mode,
+                f"{n / result[mode]['wall_s'] * 3600:.0f}",
+                f"{statistics.median(j['wall_s'] for j in jobs):.1f}",
+                f"{statistics.median(peaks):.0f}",
+                f"{max(peaks):.0f}",
+            ]
+        )
+    lines += table(["sweep", "runs/hour", "median s/job", "median peak RSS/job (MiB)", "max peak RSS (MiB)"], rows)
+    jobs = result["in-process"]["jobs"]
+    curve = ", ".join(f"{j['rss_after_mib']:.0f}" for j in jobs)
+    growth = jobs[-1]["rss_after_mib"] / jobs[min(1, len(jobs) - 1)]["rss_after_mib"]
+    lines += [
+        "",
+        f"RSS after each in-process job (MiB): {curve}; after the last / after job 2 = {growth:.2f}× "
+        f"(flat: nothing keeps a finished job alive).",
+    ]
+    return lines
+
+
 def render(sections: list[list[str]], header: list[str]) -> str:
     lines = list(header)
     for section in sections:
@@ -1204,7 +1268,7 @@ def parse_args(argv: list[str] | None):
     parser.add_argument(
         "--profile-method", default="prompt_tuning", help="also profile this method's step when it meets its target"
     )
-    parser.add_argument("--skip", default="", help="comma-separated parts to skip: icl,sweep,cold")
+    parser.add_argument("--skip", default="", help="comma-separated parts to skip: icl,sweep,throughput,cold")
     parser.add_argument(
         "--quick", action="store_true", help="smoke run: tiny-gpt2, batch 2, 32 tokens, 1 pair, 4 methods"
     )
@@ -1230,6 +1294,7 @@ def parse_args(argv: list[str] | None):
     args.sweep_lengths = [2, 4, 6, 8] if quick else SWEEP_LENGTHS
     args.sweep_steps = 1
     args.cold_repeats = 1 if quick else 2
+    args.throughput_jobs = 2 if quick else 20
     args.skip = set(filter(None, args.skip.split(",")))
     args.threads = args.threads or (1 if quick else auto_threads())
     if args.seq_len < 16:
@@ -1307,6 +1372,9 @@ def _bench(args) -> Path:
             sections.append(
                 sweep_section(model_name, bench_sweep(args, model_name, data_root, cache_dir, device, dtype))
             )
+        if "throughput" not in args.skip:
+            log(f"{model_name}: sweep throughput ({args.throughput_jobs} jobs, in one process and separately)")
+            sections.append(throughput_section(bench_throughput(args, model_name, samples, tmp)))
         if "cold" not in args.skip:
             log("cold start")
             sections.append(cold_section(bench_cold_start(args, model_name, samples, tmp)))

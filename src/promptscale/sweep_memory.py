@@ -1,18 +1,25 @@
-"""Memory of an in-process sweep: run N identical jobs in one ``--multirun`` (they differ only in
+"""Throughput and memory of a sweep: N identical jobs (they differ only in
 ``checkpoint_every_n_steps``, 1000 and up, which a run of fewer steps never reaches; so every job
-reads the same examples and has the same working set) and print, after each job, the process's resident memory (RSS) and that job's peak (VmHWM, reset
-before each job through ``/proc/self/clear_refs``; Linux).
+reads the same examples and has the same working set), run in one process (``--multirun``, the
+default) or as N separate ``promptscale-train`` processes (``--separate``). One line per job: its
+wall time and its peak resident memory; in one process also the RSS after it (VmHWM is reset
+before each job through ``/proc/self/clear_refs``; Linux), for separate processes the child's own
+peak (``wait4``'s ``ru_maxrss``). ``--json FILE`` appends the jobs as JSON lines (``make bench``).
 
-    python -m promptscale.sweep_memory --jobs 20 model=smollm2-135m trainer.max_steps=1 \\
+    python -m promptscale.sweep_memory --jobs 20 [--separate] model=smollm2-135m trainer.max_steps=1 \\
         data.train_size=8 data.eval_size=8 logger=none data.dir=<data>
 
-A flat curve means nothing keeps a finished job alive (its model, trainer, W&B run).
+In one process a flat RSS curve means nothing keeps a finished job alive (its model, trainer,
+W&B run); runs per hour against ``--separate`` is what the shared imports and cached backbone buy.
 """
 
 from __future__ import annotations
 
 import argparse
 import gc
+import json
+import os
+import subprocess
 import sys
 import tempfile
 import time
@@ -33,12 +40,25 @@ def _reset_peak() -> None:
     Path("/proc/self/clear_refs").write_text("5")  # resets VmHWM to the current RSS
 
 
-class MemoryReport(Callback):
-    """Prints one line per job: job number, RSS after it, its own peak RSS, its wall time."""
+def _report(job: dict, out: str | None) -> None:
+    rss = f" rss_after {job['rss_after_mib']:.0f} MiB" if job.get("rss_after_mib") is not None else ""
+    print(
+        f"memory: job {job['job']}{rss} job_peak {job['peak_mib']:.0f} MiB time {job['wall_s']:.1f} s "
+        f"status {job['status']}",
+        flush=True,
+    )
+    if out:
+        with open(out, "a") as f:
+            f.write(json.dumps(job) + "\n")
 
-    def __init__(self) -> None:
+
+class MemoryReport(Callback):
+    """In one process: after each job, its number, the RSS after it, its own peak RSS, its wall
+    time and how many modules/trainers/backbones are still alive."""
+
+    def __init__(self, out: str | None = None) -> None:
+        self.out = out
         self.start = 0.0
-        self.peak = 0
 
     def on_job_start(self, config, **kwargs) -> None:
         gc.collect()
@@ -51,24 +71,58 @@ class MemoryReport(Callback):
         from promptscale.models import Backbone
 
         peak = _status("VmHWM")
-        self.peak = max(self.peak, peak)  # clear_refs resets the process's own high-water mark too
+        wall = time.time() - self.start
         gc.collect()
         alive = sum(isinstance(o, (L.LightningModule, L.Trainer, Backbone)) for o in gc.get_objects())
-        print(
-            f"memory: job {config.hydra.job.num + 1} rss_after {_status('VmRSS') / 2**20:.0f} MiB "
-            f"job_peak {peak / 2**20:.0f} MiB process_peak {self.peak / 2**20:.0f} "
-            f"MiB alive_modules_trainers {alive} time {time.time() - self.start:.1f} s status {job_return.status.name}",
-            flush=True,
-        )
+        job = {
+            "mode": "in-process",
+            "job": config.hydra.job.num + 1,
+            "wall_s": wall,
+            "peak_mib": peak / 2**20,
+            "rss_after_mib": _status("VmRSS") / 2**20,
+            "alive_modules_trainers": alive,
+            "status": job_return.status.name,
+        }
+        _report(job, self.out)
+
+
+def _separate(args, sweep_dir: Path) -> None:
+    """Each job its own ``promptscale-train`` process, one after the other."""
+    cli = Path(sys.executable).parent / "promptscale-train"
+    command = [str(cli)] if cli.exists() else [sys.executable, "-m", "promptscale.train"]
+    for i in range(args.jobs):
+        start = time.time()
+        argv = [
+            *command, f"checkpoint_every_n_steps={1000 + i}", "skip_finished=false", *args.overrides,
+            f"hydra.run.dir={sweep_dir / str(i)}", f"results_file={sweep_dir / 'results.jsonl'}",
+        ]  # fmt: skip
+        child = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        _, status, usage = os.wait4(child.pid, 0)
+        child.returncode = os.waitstatus_to_exitcode(status)
+        error = child.stderr.read().decode(errors="replace")
+        child.stderr.close()
+        job = {
+            "mode": "separate",
+            "job": i + 1,
+            "wall_s": time.time() - start,
+            "peak_mib": usage.ru_maxrss / 1024,  # KiB on Linux
+            "status": "COMPLETED" if child.returncode == 0 else f"FAILED ({child.returncode}): {error[-500:]}",
+        }
+        _report(job, args.json)
 
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--jobs", type=int, default=20)
+    parser.add_argument("--separate", action="store_true", help="one promptscale-train process per job")
+    parser.add_argument("--json", default=None, help="append each job as a JSON line to this file")
     parser.add_argument("--sweep-dir", type=Path, default=None, help="default: a temporary folder")
     parser.add_argument("overrides", nargs="*", help="promptscale-train overrides (the same for every job)")
     args = parser.parse_args(argv)
     sweep_dir = args.sweep_dir or Path(tempfile.mkdtemp(prefix="sweep-memory-"))
+    if args.separate:
+        _separate(args, sweep_dir)
+        return
     from promptscale import train
 
     sys.argv = [
@@ -79,6 +133,7 @@ def main(argv: list[str] | None = None) -> None:
         *args.overrides,
         f"hydra.sweep.dir={sweep_dir}",
         f"+hydra.callbacks.memory_report._target_={__name__}.MemoryReport",
+        *([f"+hydra.callbacks.memory_report.out={args.json}"] if args.json else []),
     ]
     train.main()
 
