@@ -115,7 +115,7 @@ def test_eval_bad_input_is_one_line_before_any_model(finished_run, tmp_path, arg
 
 def test_eval_of_something_that_is_not_a_run(tmp_path):
     proc = cli("eval", tmp_path)
-    assert proc.returncode == 2 and "no weights.safetensors" in proc.stderr
+    assert proc.returncode == 2 and "no weights-*.safetensors" in proc.stderr
 
 
 # ---- predict --------------------------------------------------------------------------------
@@ -152,7 +152,8 @@ def test_export_loads_with_peft_and_prepends_the_trained_prompt(finished_run, tm
     assert proc.returncode == 0, proc.stderr[-2000:]
     model = load_backbone(compose(["model=tiny-gpt2"]).model).model
     peft_model = PeftModel.from_pretrained(model, str(tmp_path / "peft"))
-    trained = load_file(str(run_dir / "weights.safetensors"))["prompt"]
+    (weights,) = run_dir.glob("weights-*.safetensors")
+    trained = load_file(str(weights))["prompt"]
     assert torch.equal(peft_model.get_prompt_embedding_to_save("default"), trained)
 
 

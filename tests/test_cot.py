@@ -1,8 +1,6 @@
 """Chain-of-thought: the prompts it builds, answer extraction onto the label set, unanswerable
 outputs counted as wrong, real greedy generation."""
 
-import json
-
 import lightning as L
 import pytest
 
@@ -65,9 +63,17 @@ def test_zero_shot_prompts_and_unanswerable_counted_wrong(sample_data, tmp_path,
     answers = [0, None, 1, 0]  # in evaluation order
     expected = sum(a == g for a, g in zip(answers, gold)) / 4
     assert metrics["eval/accuracy"] == pytest.approx(expected)
-    lines = [json.loads(line) for line in (tmp_path / "cot_generations.jsonl").read_text().splitlines()]
-    assert [line["guid"] for line in lines] == [e.guid for e in data.eval_examples]  # the split's order
-    assert [line["choice"] for line in lines] == [answers[order.index(i)] for i in range(len(order))]
+    # the predictions file's records, in the split's order, carry what was generated
+    from promptscale.predictions import prediction_records
+
+    lines = prediction_records(data.task, data.eval_examples, module.collected)
+    assert [line["id"] for line in lines] == [e.guid for e in data.eval_examples]
+    chosen = [answers[order.index(i)] for i in range(len(order))]
+    assert [line["answered"] for line in lines] == [a is not None for a in chosen]
+    by_order = {i: n for n, i in enumerate(order)}  # the replies went out in evaluation order
+    assert [line["rationale"] for line in lines] == [
+        ["It follows.", "Hard to say.", "Clearly.", "Hmm."][by_order[i]] for i in range(len(order))
+    ]
 
 
 def test_few_shot_demonstrations_come_first(sample_data):

@@ -13,13 +13,13 @@ import torch
 from promptscale.data.example import Example
 from promptscale.errors import ConfigError
 from promptscale.predictions import (
-    PREDICTIONS_FILE,
-    WEIGHTS_FILE,
     prediction_records,
+    predictions_path,
     read_predictions,
     read_weights_metadata,
     resolve_stored,
     stored_path,
+    weights_path,
     write_predictions,
 )
 
@@ -85,7 +85,9 @@ def test_frozen_backbone_run_keeps_its_trainable_weights_with_its_config(train, 
 
     record = train(["task=cb", "method=prefix_tuning"], tmp_path)
     path = resolve_stored(record["weights"]["path"], _results(tmp_path))
-    assert path.name == WEIGHTS_FILE and path.stat().st_size == record["weights"]["bytes"]
+    assert (
+        path == weights_path(path.parent, record["config_hash"]) and path.stat().st_size == record["weights"]["bytes"]
+    )
     tensors = load_file(str(path))
     assert set(tensors) == {"deep_prompt.prefix"}  # folded: the reparameterization MLP is gone
     assert sum(t.numel() for t in tensors.values()) == record["kept_params"]
@@ -95,7 +97,7 @@ def test_frozen_backbone_run_keeps_its_trainable_weights_with_its_config(train, 
 
 def test_finetune_keeps_weights_only_behind_the_flag(train, tmp_path):
     record = train(["task=cb", "method=finetune"], tmp_path / "off")
-    assert record["weights"] is None and not (tmp_path / "off" / "run" / WEIGHTS_FILE).exists()
+    assert record["weights"] is None and not list((tmp_path / "off" / "run").glob("weights-*"))
     assert record["predictions"]["n"] == 8
     record = train(["task=cb", "method=finetune", "keep_lm_weights=true"], tmp_path / "on")
     assert record["weights"]["bytes"] > 4 * record["kept_params"] * 0.9
@@ -139,9 +141,9 @@ def test_records_by_hand():
         Example("a", {}, label=1, group="q1"),
         Example("b", {}, label=None, group="q1"),
     ]
-    collected = [(torch.tensor([1]), torch.tensor([0]), torch.tensor([[-0.5, -1.5]]))]
-    collected.append((torch.tensor([0]), torch.tensor([1]), torch.tensor([[-2.0, -0.25]])))
-    collected.append((torch.tensor([1]), torch.tensor([0]), torch.tensor([[-0.5, -1.5]])))  # DDP's padded repeat
+    collected = [(torch.tensor([1]), torch.tensor([0]), torch.tensor([[-0.5, -1.5]]), None)]
+    collected.append((torch.tensor([0]), torch.tensor([1]), torch.tensor([[-2.0, -0.25]]), None))
+    collected.append((torch.tensor([1]), torch.tensor([0]), torch.tensor([[-0.5, -1.5]]), None))  # DDP's padded repeat
     assert prediction_records(task, examples, collected) == [
         {"id": "a", "gold": "True", "pred": "True", "scores": {"False": -2.0, "True": -0.25}, "group": "q1"},
         {"id": "b", "gold": None, "pred": "False", "scores": {"False": -0.5, "True": -1.5}, "group": "q1"},
@@ -149,20 +151,62 @@ def test_records_by_hand():
     tagging = _Task(kind="tagging", labels=["O", "B-PER", "I-PER"])
     words = [Example("7", {}, tokens=["Ann", "Lee", "ran"], tags=["B-PER", "I-PER", "O"])]
     # the third word was past data.max_length (-1): predicted "O", as the metric counts it
-    rows = prediction_records(tagging, words, [(torch.tensor([0]), torch.tensor([[1, 2, -1, -1]]), None)])
+    rows = prediction_records(tagging, words, [(torch.tensor([0]), torch.tensor([[1, 2, -1, -1]]), None, None)])
     assert rows == [{"id": "7", "gold": ["B-PER", "I-PER", "O"], "pred": ["B-PER", "I-PER", "O"]}]
     choice = _Task(kind="choice", labels=[])
     copa = [Example("3", {}, label=1, candidates=["x", "y"], gold=[1])]
-    rows = prediction_records(choice, copa, [(torch.tensor([0]), torch.tensor([0]), torch.tensor([[-1.0, -3.0]]))])
+    rows = prediction_records(
+        choice, copa, [(torch.tensor([0]), torch.tensor([0]), torch.tensor([[-1.0, -3.0]]), None)]
+    )
     assert rows == [{"id": "3", "gold": "y", "pred": "x", "scores": {"x": -1.0, "y": -3.0}}]
+    # generated text (chain-of-thought) joins its example's record
+    extras = [{"rationale": "Because.", "answer": " yes", "answered": True}]
+    rows = prediction_records(task, examples[:1], [(torch.tensor([0]), torch.tensor([1]), None, extras)])
+    assert rows == [{"id": "a", "gold": "True", "pred": "True", "group": "q1", **extras[0]}]
 
 
 def test_write_is_gzip_jsonl_with_digest_and_paths(tmp_path):
-    path = tmp_path / "sweep" / "0" / PREDICTIONS_FILE
+    path = predictions_path(tmp_path / "sweep" / "0", "0123456789ab")
     rows = [{"id": "1", "gold": "é", "pred": "é", "scores": {"é": -0.1}}]
     written = write_predictions(path, rows)
     assert written == {"sha256": hashlib.sha256(path.read_bytes()).hexdigest(), "n": 1}
     assert json.loads(gzip.decompress(path.read_bytes())) == rows[0]
     assert not list(path.parent.glob(".*.tmp"))
-    assert stored_path(path, tmp_path / "sweep" / "results.jsonl") == f"0/{PREDICTIONS_FILE}"
+    assert stored_path(path, tmp_path / "sweep" / "results.jsonl") == "0/predictions-0123456789ab.jsonl.gz"
     assert stored_path(path, tmp_path / "elsewhere" / "results.jsonl") == str(path.resolve())
+
+
+def test_two_sweeps_in_one_sweep_dir_keep_each_runs_files(sample_data, tmp_path):
+    """Job folder 0 of a second multirun in the same sweep dir is job folder 0 of the first: each
+    run's predictions and weights are named by its config hash, so neither overwrites the other's
+    and both lines' files still match their digests."""
+    import os
+    import subprocess
+
+    from conftest import TRAIN_CLI
+    from promptscale.predictions import file_sha256
+
+    sweep = tmp_path / "sweep"
+    common = [f"data.dir={sample_data}", "logger=none", "trainer.max_steps=1", "trainer.enable_progress_bar=false",
+              "data.train_size=8", "data.eval_size=8", "method=prompt_tuning", f"hydra.sweep.dir={sweep}"]  # fmt: skip
+    for seed in ("0", "1"):
+        proc = subprocess.run(
+            [TRAIN_CLI, "--multirun", f"seed={seed}", *common],
+            cwd=tmp_path, env=os.environ.copy(), capture_output=True, text=True, timeout=300,
+        )  # fmt: skip
+        assert proc.returncode == 0, proc.stderr[-3000:]
+    records = [json.loads(line) for line in (sweep / "results.jsonl").read_text().splitlines()]
+    assert len(records) == 2 and {r["output_dir"] for r in records} == {str(sweep / "0")}
+    for record in records:
+        for name in ("predictions", "weights"):
+            path = resolve_stored(record[name]["path"], sweep / "results.jsonl")
+            assert record["config_hash"] in path.name and path.is_file()
+        assert (
+            file_sha256(resolve_stored(record["predictions"]["path"], sweep / "results.jsonl"))
+            == (record["predictions"]["sha256"])
+        )
+    # promptscale eval on the shared folder asks which run; on a file it rebuilds that run
+    from promptscale.evaluate import weights_of
+
+    with pytest.raises(ConfigError, match="holds the weights of 2 runs"):
+        weights_of(sweep / "0")

@@ -34,13 +34,13 @@ def main(argv: list[str] | None = None) -> None:
     sub.add_parser("matrix", help="print the method x family x task-type support matrix")
     sensitivity = sub.add_parser("sensitivity", help="score mean/std/min/max across patterns (method.pattern)")
     sensitivity.add_argument("results", nargs="+", type=Path, help="results.jsonl files")
-    run_help = "a finished run's dir (its weights.safetensors), or that file"
+    run_help = "a finished run's dir (its weights-<hash>.safetensors), or that file"
     evaluate = sub.add_parser(
         "eval",
         help="evaluate a finished run on a split or a labeled file, without retraining",
-        description="Rebuilds the run from its weights.safetensors and evaluates it on the split that "
+        description="Rebuilds the run from its weights-<hash>.safetensors and evaluates it on the split that "
         "data.eval_split names (or --file, a jsonl/CoNLL file in the task's format); appends a results "
-        "line (kind: eval, of: the run's config hash) and writes its predictions.jsonl.gz.",
+        "line (kind: eval, of: the run's config hash) and writes its predictions-<hash>.jsonl.gz.",
     )
     evaluate.add_argument("run", type=Path, help=run_help)
     evaluate.add_argument("overrides", nargs="*", help="data.* (e.g. data.eval_split=dev32, data.dir=...), "
@@ -51,7 +51,7 @@ def main(argv: list[str] | None = None) -> None:
     predict.add_argument("run", type=Path, help=run_help)
     predict.add_argument("file", type=Path, help="inputs in the task's format (labels not needed in jsonl)")
     predict.add_argument("overrides", nargs="*", help="data.* and trainer.accelerator/devices/precision")
-    predict.add_argument("--out", type=Path, help="predictions file (default: <run dir>/predict/<hash>/predictions.jsonl.gz)")  # fmt: skip
+    predict.add_argument("--out", type=Path, help="predictions file (default: <run dir>/predict/predictions-<hash>.jsonl.gz)")  # fmt: skip
     export = sub.add_parser("export", help="a finished run's prompt, prefixes or LoRA as a PEFT adapter folder")
     export.add_argument("run", type=Path, help=run_help)
     export.add_argument("--peft", type=Path, required=True, metavar="DIR", help="write the PEFT adapter folder here")

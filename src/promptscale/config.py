@@ -319,7 +319,7 @@ class TrainConfig:
     # prompt_tuning: {prompt_length: 100}}: validate() applies the entry of the method in use to
     # `method` (each entry checked against its method's schema) and then empties this field
     method_overrides: dict[str, dict[str, Any]] = field(default_factory=dict)
-    # a finished run keeps its trainable weights (<run dir>/weights.safetensors); when the whole LM
+    # a finished run keeps its trainable weights (<run dir>/weights-<hash>.safetensors); when the whole LM
     # trains (finetune, pet, tune_lm / freeze_lm=false) only with this set
     keep_lm_weights: bool = False
 

@@ -2,7 +2,7 @@
 metrics, a results line and predictions), ``promptscale predict`` (predictions on new inputs) and
 ``promptscale export`` (the trained prompt, prefixes or LoRA as a PEFT adapter folder).
 
-A run is rebuilt from its ``weights.safetensors`` alone: the file's metadata holds the run's
+A run is rebuilt from its ``weights-<hash>.safetensors`` alone: the file's metadata holds the run's
 resolved config and config hash; the backbone is loaded as the run loaded it and the trainable
 weights are put back into a freshly built module (see ``promptscale.predictions``).
 """
@@ -16,23 +16,28 @@ from omegaconf import OmegaConf
 
 from promptscale import __version__
 from promptscale.errors import ConfigError, DataError
-from promptscale.predictions import PREDICTIONS_FILE, WEIGHTS_FILE, read_weights_metadata
+from promptscale.predictions import WEIGHTS_GLOB, predictions_path, read_weights_metadata
 
 # what an evaluation may change: which data it reads, and where it runs
 EVAL_OVERRIDES = ("data.", "trainer.accelerator", "trainer.devices", "trainer.precision")
 
 
 def weights_of(run: Path) -> Path:
-    """The weights file of a run dir (or the file itself)."""
+    """The weights file of a run dir (its one ``weights-<hash>.safetensors``), or the file itself."""
     run = Path(run)
-    path = run / WEIGHTS_FILE if run.is_dir() else run
-    if path.is_file():
-        return path
-    if run.is_dir():
+    if run.is_file():
+        return run
+    if not run.is_dir():
+        raise ConfigError(f"{run}: no such run dir or weights file")
+    found = sorted(run.glob(WEIGHTS_GLOB))
+    if not found:
         raise ConfigError(
-            f"{run}: no {WEIGHTS_FILE} (not a finished run's dir, or the whole LM trained and keep_lm_weights was off)"
+            f"{run}: no {WEIGHTS_GLOB} (not a finished run's dir, or the whole LM trained and keep_lm_weights was off)"
         )
-    raise ConfigError(f"{run}: no such run dir or weights file")
+    if len(found) > 1:
+        names = ", ".join(p.name for p in found[:4]) + (f", … {len(found) - 4} more" if len(found) > 4 else "")
+        raise ConfigError(f"{run}: holds the weights of {len(found)} runs ({names}); name the file of the one you mean")
+    return found[0]
 
 
 def apply_overrides(cfg, overrides: list[str]) -> None:
@@ -168,7 +173,7 @@ def evaluate(run: Path, overrides=(), file: Path | None = None, results_file: Pa
     module, backbone = rebuilt_module(cfg, weights)
     metrics = _validate(cfg, module, backbone, data, out_dir)
     secrets = secret_values(config=config)
-    predictions_file = out_dir / PREDICTIONS_FILE
+    predictions_file = predictions_path(out_dir, eval_key)
     written = write_predictions(predictions_file, prediction_records(cfg.task, data.eval_examples, module.collected))
     record = {
         "status": "finished",
@@ -204,12 +209,12 @@ def evaluate(run: Path, overrides=(), file: Path | None = None, results_file: Pa
 
 def predict(run: Path, file: Path, overrides=(), out: Path | None = None) -> Path:
     """Predictions of a finished run on the examples of ``file`` (labels not needed), written to
-    ``out`` (default ``<run dir>/predict/<hash>/predictions.jsonl.gz``); returns the path."""
+    ``out`` (default ``<run dir>/predict/predictions-<hash>.jsonl.gz``); returns the path."""
     from promptscale.predictions import prediction_records, write_predictions
 
     cfg, key, weights, data = prepare(run, overrides, file)
     _, predict_key = evaluation_config(cfg, key, file, "predict")
-    out = Path(out) if out else weights.parent / "predict" / predict_key / PREDICTIONS_FILE
+    out = Path(out) if out else predictions_path(weights.parent / "predict", predict_key)
     module, backbone = rebuilt_module(cfg, weights)
     module.with_metrics = False
     _validate(cfg, module, backbone, data, out.parent)

@@ -1,17 +1,20 @@
-"""A run's per-example predictions and its trainable weights, beside it in the run dir.
+"""A run's per-example predictions and its trainable weights, beside it in the run dir, each
+named by the config hash of the run (or evaluation) that wrote it, so that runs sharing a folder
+(two sweeps in one sweep dir, a re-run with another config) never overwrite each other's.
 
-``predictions.jsonl.gz`` (gzip, always): one JSON object per evaluated example, in eval order::
+``predictions-<hash>.jsonl.gz`` (gzip, always): one JSON object per evaluated example, in eval order::
 
     {"id": "<example id>", "gold": <label | [tags] | [accepted answers] | null>, "pred": <label | [tags]>,
      "scores": {"<label or candidate text>": <score>, ...}}
 
 ``scores`` are the candidates' scores the prediction is the argmax of (sum or mean token
 log-probabilities, a linear head's logits, ICL's calibrated scores); omitted for tagging (the
-tags are per word) and for chain-of-thought (it generates). MultiRC adds ``"group"`` (its question);
+tags are per word) and for chain-of-thought, which adds what it generated instead (``"rationale"``,
+``"answer"``). MultiRC adds ``"group"`` (its question);
 ReCoRD's candidates are the passage's entities and its gold is the list of accepted answers.
 ``gold`` is null for an unlabeled example (``promptscale predict``).
 
-``weights.safetensors``: the trainable weights once training has ended (folded prefixes, merged
+``weights-<hash>.safetensors``: the trainable weights once training has ended (folded prefixes, merged
 LoRA's A/B, adapters, heads, prompts), with the run's resolved config and config hash in its
 metadata, so ``promptscale eval`` rebuilds the module from this file alone.
 """
@@ -24,19 +27,29 @@ import json
 import os
 from pathlib import Path
 
-PREDICTIONS_FILE = "predictions.jsonl.gz"
-WEIGHTS_FILE = "weights.safetensors"
 WEIGHTS_FORMAT = "promptscale-weights-1"
+WEIGHTS_GLOB = "weights-*.safetensors"
+
+
+def predictions_path(folder: Path, key: str) -> Path:
+    return Path(folder) / f"predictions-{key}.jsonl.gz"
+
+
+def weights_path(folder: Path, key: str) -> Path:
+    return Path(folder) / f"weights-{key}.safetensors"
 
 
 # ---- predictions -------------------------------------------------------------------------------
 def prediction_records(task, examples, collected) -> list[dict]:
     """One record per example from a module's ``collected`` batches (example index, prediction,
-    candidate scores), in example order; an index seen twice (DDP's padded repeats) counts once."""
-    rows = {}
-    for idx, preds, scores in collected:
+    candidate scores, per-example extras such as generated text), in example order; an index seen
+    twice (DDP's padded repeats) counts once."""
+    rows, extra = {}, {}
+    for idx, preds, scores, extras in collected:
         for b, i in enumerate(idx.tolist()):
             rows[i] = (preds[b], None if scores is None else scores[b])
+            if extras is not None:
+                extra[i] = extras[b]
     labels = list(task.labels)
     outside = labels.index("O") if "O" in labels else 0
     records = []
@@ -56,7 +69,7 @@ def prediction_records(task, examples, collected) -> list[dict]:
             record["scores"] = {name: float(score) for name, score in zip(names, scores.tolist())}
         if ex.group is not None:
             record["group"] = ex.group
-        records.append(record)
+        records.append({**record, **extra.get(i, {})})
     return records
 
 
@@ -179,11 +192,11 @@ def save_run_outputs(module, cfg, examples, out_dir: Path, key: str, secrets=())
     from promptscale.results import redact
 
     out_dir = Path(out_dir)
-    predictions_file = out_dir / PREDICTIONS_FILE
+    predictions_file = predictions_path(out_dir, key)
     written = write_predictions(predictions_file, prediction_records(cfg.task, examples, module.collected))
     entries = {"predictions": {"path": str(predictions_file.resolve()), **written}, "weights": None}
     if cfg.get("keep_lm_weights") or not lm_trains(module):
-        weights_file = out_dir / WEIGHTS_FILE
+        weights_file = weights_path(out_dir, key)
         # the config as the run ended: generic CoNLL tasks have their tag set from the train split by now
         config = redact(OmegaConf.to_container(cfg, resolve=True), list(secrets))
         size = save_weights(module, weights_file, config, key)

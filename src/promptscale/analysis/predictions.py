@@ -1,6 +1,6 @@
 """Per-example predictions files, scored with the task's own metrics (:mod:`promptscale.metrics`).
 
-A run's ``predictions.jsonl.gz`` holds one JSON object per eval example, in eval order:
+A run's ``predictions-<hash>.jsonl.gz`` holds one JSON object per eval example, in eval order:
 ``{"id", "gold", "pred", "scores": {candidate: score}}`` (no ``scores`` for tagging, where
 ``gold``/``pred`` are tag lists); MultiRC adds ``"group"`` (the question), ReCoRD's ``gold`` may
 be a list of accepted answers. Its results line names it with a sha256 digest and a line count,

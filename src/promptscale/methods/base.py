@@ -195,10 +195,11 @@ class AdaptationModule(L.LightningModule):
     def on_validation_epoch_start(self) -> None:
         self.collected: list[tuple] = []
 
-    def collect(self, batch, preds: torch.Tensor, scores: torch.Tensor | None) -> None:
-        """Keep (example indices, predictions, candidate scores or None) of one batch, on the CPU."""
+    def collect(self, batch, preds: torch.Tensor, scores: torch.Tensor | None, extras=None) -> None:
+        """Keep (example indices, predictions, candidate scores or None, per-example dicts for the
+        predictions file or None) of one batch, on the CPU."""
         scores = None if scores is None else scores.detach().float().cpu()
-        self.collected.append((batch["idx"].cpu(), preds.detach().cpu(), scores))
+        self.collected.append((batch["idx"].cpu(), preds.detach().cpu(), scores, extras))
 
     def gather_collected(self) -> None:
         """Under DDP every rank holds its shard: gather them all (the padded repeats are dropped
@@ -210,9 +211,10 @@ class AdaptationModule(L.LightningModule):
             dist.all_gather_object(shards, self.collected)
             self.collected = [item for shard in shards for item in shard]
 
-    def update_metrics(self, batch, preds, scores: torch.Tensor | None = None) -> None:
-        """Record the batch's predictions (and candidate scores) and update the task's metrics."""
-        self.collect(batch, preds, scores)
+    def update_metrics(self, batch, preds, scores: torch.Tensor | None = None, extras=None) -> None:
+        """Record the batch's predictions (and candidate scores, or ``extras``: one dict per example
+        for its predictions record) and update the task's metrics."""
+        self.collect(batch, preds, scores, extras)
         if not self.with_metrics:
             return
         labels = batch.get("labels")

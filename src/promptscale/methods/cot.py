@@ -8,8 +8,8 @@ and the query's generation is read after its last "the answer is".
 
 The answer is mapped onto the task's label set (its verbalizer words, or the choice candidates):
 the first one named in the answer text, case-insensitively. An answer that names none counts
-as wrong (scored as another label) and is counted in ``eval/unanswered``; every generation is
-written to ``cot_generations.jsonl`` in the run dir."""
+as wrong (scored as another label) and is counted in ``eval/unanswered``; every generation is in
+the run's predictions file (``rationale``, ``answer``, ``answered`` in each example's record)."""
 
 from __future__ import annotations
 
@@ -82,7 +82,7 @@ class CoT(AdaptationModule):
             f"{render_prompt(self.task, d['fields'])} {d['rationale']} So the answer is {d['answer']}.\n\n"
             for d in demos
         )
-        self.generations: list[dict] = []
+        self.unanswered = 0
 
     def generate(self, ids: list[int], max_new_tokens: int) -> str:
         """Greedy continuation of the input ``ids``."""
@@ -117,22 +117,22 @@ class CoT(AdaptationModule):
 
     def validation_step(self, batch, batch_idx):
         data = self.trainer.datamodule
-        preds = []
+        preds, extras = [], []
         for i, label in zip(batch["idx"].tolist(), batch["labels"].tolist()):
             choice, record = self.answer(data, data.eval_examples[i])
-            self.generations.append({"idx": i, **record})
+            extras.append(
+                {"rationale": record["rationale"], "answer": record["answer"], "answered": choice is not None}
+            )
             n_options = max(2, len(data.encoder.candidates(data.eval_examples[i])))
             # unanswerable counts as wrong: score it as another label than the gold one
             preds.append(choice if choice is not None else (max(label, 0) + 1) % n_options)
-        self.update_metrics(batch, torch.tensor(preds, device=self.device))
+        self.unanswered += sum(not e["answered"] for e in extras)
+        self.update_metrics(batch, torch.tensor(preds, device=self.device), extras=extras)
+
+    def on_validation_epoch_start(self) -> None:
+        super().on_validation_epoch_start()
+        self.unanswered = 0
 
     def on_validation_epoch_end(self) -> None:
-        unanswered = sum(g["choice"] is None for g in self.generations)
-        self.log("eval/unanswered", float(unanswered))
-        if self.trainer.default_root_dir:
-            path = Path(self.trainer.default_root_dir) / "cot_generations.jsonl"
-            # evaluation runs longest first: the file keeps the split's order
-            ordered = sorted(self.generations, key=lambda g: g["idx"])
-            path.write_text("".join(json.dumps(g) + "\n" for g in ordered))
-        self.generations = []
+        self.log("eval/unanswered", float(self.unanswered), reduce_fx="sum", sync_dist=True)
         super().on_validation_epoch_end()
