@@ -29,7 +29,7 @@ FIELDS = {
     "cb": {"premise", "hypothesis"},
     "rte": {"premise", "hypothesis"},
     "wic": {"word", "word1", "sentence1", "sentence2"},
-    "wsc": {"text", "span1", "span2"},
+    "wsc": {"text", "span1", "span2", "passage", "span2_index"},
     "copa": {"premise", "question"},
     "multirc": {"passage", "question", "answer"},
     "record": {"passage", "query", "query_before", "query_after"},
@@ -175,6 +175,8 @@ def test_wsc_marks_pronoun(tmp_path):
         "text": "The cat chased the dog because *it* was hungry.",
         "span1": "The cat",
         "span2": "it",
+        "passage": "The cat chased the dog because it was hungry.",  # the record's own, for lm-eval's pattern
+        "span2_index": "6",
     }
     assert examples[1].fields["text"].endswith("dog left *it*.")
     assert examples[2].fields["text"] == "The dog tired the cat , so the cat let *it* rest."

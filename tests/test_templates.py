@@ -274,9 +274,28 @@ LM_EVAL = [
     ),
     (
         "wsc",
-        {"text": 'Tom said " hi " to Ann , but *she* did n\'t hear ( really ) .', "span1": "Ann", "span2": "she"},
+        {
+            "text": 'Tom said " hi " to Ann , but *she* did n\'t hear ( really ) .',
+            "span1": "Ann",
+            "span2": "she",
+            "passage": 'Tom said " hi " to Ann , but she did n\'t hear ( really ) .',
+            "span2_index": "9",
+        },
         None,
         'Passage: Tom said"hi"to Ann, but *she* didn\'t hear (really).\nQuestion: In the passage above, does the pronoun "*she*" refer to "*Ann*"?\nAnswer:',
+        [" no", " yes"],
+    ),
+    (  # an index off by one word: lm-eval cuts the passage where the index says (its text, not a corrected one)
+        "wsc",
+        {
+            "text": "Some day they might want to use *it*, but not now.",
+            "span1": "safe",
+            "span2": "it",
+            "passage": "Some day they might want to use it, but not now.",
+            "span2_index": "6",
+        },
+        None,
+        'Passage: Some day they might want to *it*e it, but not now.\nQuestion: In the passage above, does the pronoun "*it*" refer to "*safe*"?\nAnswer:',
         [" no", " yes"],
     ),
     (

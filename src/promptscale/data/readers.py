@@ -126,7 +126,9 @@ def _bare(word: str) -> str:
 
 def read_wsc(path: Path, labels: list[str] | None = None) -> list[Example]:
     """WSC: fields ``text`` (pronoun marked ``*it*``), ``span1`` (candidate referent), ``span2``
-    (pronoun); labels False/True. A pronoun index off by one word is corrected, as PET does."""
+    (pronoun); labels False/True. A pronoun index off by one word is corrected, as PET does.
+    ``passage`` and ``span2_index`` are the record's own (uncorrected), for patterns that mark the
+    pronoun themselves as lm-evaluation-harness does."""
     labels = labels or BOOL_LABELS
     examples = []
     for lineno, record in iter_jsonl(path):
@@ -150,7 +152,7 @@ def read_wsc(path: Path, labels: list[str] | None = None) -> list[Example]:
         last = _bare(words[end])
         tail = words[end].lower().rindex(last) + len(last) if last else len(words[end])
         words[end] = words[end][:tail] + "*" + words[end][tail:]
-        fields = {"text": " ".join(words), "span1": span1, "span2": span2}
+        fields = {"text": " ".join(words), "span1": span1, "span2": span2, "passage": text, "span2_index": str(index)}
         examples.append(Example(_guid(record, lineno), fields, _label(record.get("label"), labels, where)))
     return examples
 
