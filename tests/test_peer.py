@@ -23,44 +23,7 @@ pytestmark = [
     pytest.mark.skipif(not os.environ.get("PROMPTSCALE_DATA_DIR"), reason="PROMPTSCALE_DATA_DIR is not set"),
 ]
 
-# promptscale task -> FewGLUE folder, lm-eval's super_glue folder, lm-eval's gold index from a FewGLUE record
-# (FewGLUE keeps SuperGLUE's string labels where the hub copy has class indices; WSC nests its spans)
-TASKS = {
-    "boolq": ("BoolQ", "boolq", "{{ label | int }}"),
-    "cb": ("CB", "cb", "{{ ['entailment', 'contradiction', 'neutral'].index(label) }}"),
-    "copa": ("COPA", "copa", None),
-    "rte": ("RTE", "rte", "{{ ['entailment', 'not_entailment'].index(label) }}"),
-    "wic": ("WiC", "wic", "{{ label | int }}"),
-    "wsc": ("WSC", "wsc", "{{ label | int }}"),
-}
 LIMIT = int(os.environ.get("PROMPTSCALE_PEER_LIMIT") or 0) or None
-FLATTEN = '''def flatten(dataset):
-    """FewGLUE's WSC keeps the spans under "target"; the hub copy lm-eval reads has them at the top."""
-    return dataset.map(lambda doc: doc["target"])
-'''
-
-
-def lm_eval_task_yaml(folder: Path, task: str) -> str:
-    import lm_eval
-
-    fewglue, lm_folder, target = TASKS[task]
-    data = Path(os.environ["PROMPTSCALE_DATA_DIR"]) / "fewglue" / fewglue / "val.jsonl"
-    own = Path(lm_eval.__file__).parent / "tasks" / "super_glue" / lm_folder / "default.yaml"
-    lines = [
-        f"include: {own}",
-        f"task: promptscale_{task}",
-        "tag: []",
-        "dataset_path: json",
-        "dataset_name: null",
-        f"dataset_kwargs: {{data_files: {{validation: '{data}'}}}}",
-        "training_split: null",
-        "validation_split: validation",
-    ]
-    if target:
-        lines.append(f'doc_to_target: "{target}"')
-    if task == "wsc":
-        lines.append("process_docs: !function flatten.flatten")
-    return "\n".join(lines) + "\n"
 
 
 @pytest.fixture(scope="module")
@@ -70,16 +33,15 @@ def lm_eval_scores(tmp_path_factory):
     from lm_eval.tasks import TaskManager
 
     from promptscale.models import packaged_dir
+    from promptscale.peer import TASKS, write_lm_eval_tasks
 
     folder = tmp_path_factory.mktemp("lm_eval_tasks")
-    (folder / "flatten.py").write_text(FLATTEN)
-    for task in TASKS:
-        (folder / f"promptscale_{task}.yaml").write_text(lm_eval_task_yaml(folder, task))
+    names = write_lm_eval_tasks(folder, Path(os.environ["PROMPTSCALE_DATA_DIR"]))
     start = time.perf_counter()
     out = simple_evaluate(
         model="hf",
         model_args=f"pretrained={packaged_dir('smollm2-135m')},dtype=float32",
-        tasks=[f"promptscale_{task}" for task in TASKS],
+        tasks=names,
         num_fewshot=0,
         limit=LIMIT,
         batch_size=8,
@@ -139,7 +101,7 @@ def promptscale_scores(task: str, backbone) -> list[list[float]]:
     return scores
 
 
-@pytest.mark.parametrize("task", list(TASKS))
+@pytest.mark.parametrize("task", ["boolq", "cb", "copa", "rte", "wic", "wsc"])  # promptscale.peer.TASKS
 def test_zero_shot_predictions_match_lm_eval(task, lm_eval_scores, backbone):
     start = time.perf_counter()
     ours = promptscale_scores(task, backbone)
@@ -154,3 +116,17 @@ def test_zero_shot_predictions_match_lm_eval(task, lm_eval_scores, backbone):
     )
     assert same == len(ours)
     assert gap < 1e-3
+
+
+def test_bench_measures_cpu_time_against_lm_eval(tmp_path):
+    """``make bench``'s comparison, on 8 RTE examples: both sides run and score the same examples alike."""
+    import sys
+    from types import SimpleNamespace
+
+    from promptscale import bench
+
+    args = SimpleNamespace(lm_eval_python=sys.executable, threads=1, lm_eval_limit=8, lm_eval_rounds=1)
+    result = bench.bench_lm_eval(args, Path(os.environ["PROMPTSCALE_DATA_DIR"]), tmp_path)
+    (round_,) = result["rounds"]
+    assert round_["examples"] == 8 and round_["lm_eval"]["cpu_s"] > 0 and round_["promptscale"]["cpu_s"] > 0
+    assert result["lm_eval_accuracy"] == pytest.approx(round_["accuracy"], abs=1e-4)

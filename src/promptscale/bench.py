@@ -37,6 +37,7 @@ import gc
 import json
 import os
 import platform
+import re
 import statistics
 import subprocess
 import sys
@@ -898,6 +899,80 @@ def bench_throughput(args, model_name: str, samples: Path, tmp: Path) -> dict:
     return {"model": model_name, "n": args.throughput_jobs, **modes}
 
 
+# ---- zero-shot evaluation against lm-evaluation-harness ------------------------------------------
+LM_EVAL_TARGET = 0.8  # promptscale's CPU time / lm-eval's on the same evaluation (issue 16)
+
+
+def bench_lm_eval(args, data_dir: Path, tmp: Path) -> dict:
+    """Zero-shot rank classification of RTE val with SmolLM2-135M by lm-eval (its own rte task config,
+    pointed at the same file) and by promptscale (``icl`` with 0 shots and the ``lm_eval`` pattern: the
+    same prompts and continuations), both in the ``peer`` venv's Python, one process per measurement,
+    alternating, batch 8, the same torch threads; CPU time per process from ``wait4`` (start-up
+    included: each side is what a user runs)."""
+    python = args.lm_eval_python
+    env = {
+        **os.environ,
+        "WANDB_MODE": "disabled",
+        "OMP_NUM_THREADS": str(args.threads),
+        "TOKENIZERS_PARALLELISM": "false",
+    }
+    tasks = tmp / "lm_eval_tasks"
+    setup = (
+        "import sys; from pathlib import Path; from promptscale.peer import write_lm_eval_tasks; "
+        "from promptscale.models import packaged_dir; "
+        f"write_lm_eval_tasks(Path({str(tasks)!r}), Path({str(data_dir)!r}), tasks=['rte']); print(packaged_dir('smollm2-135m'))"
+    )
+    done = subprocess.run([python, "-c", setup], env=env, capture_output=True, text=True)
+    if done.returncode != 0:
+        raise RuntimeError(f"bench: the peer venv ({python}) cannot prepare lm-eval: {done.stderr[-2000:]}")
+    model_dir = done.stdout.strip().splitlines()[-1]
+    limit = ["--limit", str(args.lm_eval_limit)] if args.lm_eval_limit else []
+    lm_eval_argv = [
+        python, "-m", "lm_eval", "run", "--model", "hf", "--model_args", f"pretrained={model_dir},dtype=float32",
+        "--tasks", "promptscale_rte", "--include_path", str(tasks), "--batch_size", "8", "--device", "cpu",
+        "--num_fewshot", "0", *limit,
+    ]  # fmt: skip
+    ours_argv = [
+        python, "-m", "promptscale.train", "task=rte", "method=icl", "method.shots=0", "method.pattern=lm_eval",
+        "model=smollm2-135m", f"data.dir={data_dir}", "data.eval_batch_size=8", "data.max_length=4096",
+        "logger=none", "trainer.enable_progress_bar=false",
+        *([f"data.eval_limit={args.lm_eval_limit}"] if args.lm_eval_limit else []),
+    ]  # fmt: skip
+    rounds = []
+    for r in range(args.lm_eval_rounds):
+        run_dir = tmp / f"lm-eval-round-{r}"
+        theirs = _cpu(lm_eval_argv, env, tmp / f"lm-eval-logs-{r}")
+        ours = _cpu([*ours_argv, f"hydra.run.dir={run_dir}"], env, tmp / f"promptscale-logs-{r}")
+        record = json.loads((run_dir / "results.jsonl").read_text().splitlines()[-1])
+        rounds.append({"lm_eval": theirs, "promptscale": ours, "accuracy": record["metrics"]["accuracy"],
+                       "examples": record["predictions"]["n"]})  # fmt: skip
+    accuracy = re.search(r"\|acc\s*\|[^|]*\|\s*([0-9.]+)", theirs["stdout"])
+    return {
+        "rounds": rounds,
+        "threads": args.threads,
+        "lm_eval_accuracy": float(accuracy.group(1)) if accuracy else None,
+    }
+
+
+def _cpu(argv: list[str], env: dict, logs: Path) -> dict:
+    """Run ``argv`` to the end (its output into files under ``logs``: a full pipe would stall it):
+    its CPU seconds (user + system, from ``wait4``), wall seconds and stdout."""
+    logs.mkdir(parents=True, exist_ok=True)
+    out_path, err_path = logs / "stdout.txt", logs / "stderr.txt"
+    start = time.perf_counter()
+    with open(out_path, "w") as out, open(err_path, "w") as err:
+        child = subprocess.Popen(argv, env=env, stdout=out, stderr=err)
+        _, status, usage = os.wait4(child.pid, 0)
+    code = os.waitstatus_to_exitcode(status)
+    if code != 0:
+        raise RuntimeError(f"bench: {' '.join(argv[:4])}... exited {code}: {err_path.read_text()[-2000:]}")
+    return {
+        "cpu_s": usage.ru_utime + usage.ru_stime,
+        "wall_s": time.perf_counter() - start,
+        "stdout": out_path.read_text(),
+    }
+
+
 # ---- the report ------------------------------------------------------------------------------
 def mib(n: int) -> str:
     return f"{n / 2**20:,.1f}"
@@ -1240,6 +1315,56 @@ def throughput_section(result: dict) -> list[str]:
     return lines
 
 
+def lm_eval_section(result: dict | None, why_not: str | None = None) -> list[str]:
+    lines = ["## Zero-shot evaluation: promptscale vs lm-evaluation-harness", ""]
+    if result is None:
+        return lines + [f"Not run: {why_not}."]
+    rounds = result["rounds"]
+    n = rounds[0]["examples"]
+    ratios = [r["promptscale"]["cpu_s"] / r["lm_eval"]["cpu_s"] for r in rounds]
+    ratio = statistics.median(ratios)
+    verdict = "met" if ratio <= LM_EVAL_TARGET else "missed"
+    lines += [
+        f"RTE val ({n} examples), SmolLM2-135M fp32, zero-shot rank classification with lm-eval's own RTE prompt "
+        f"(`method=icl method.shots=0 method.pattern=lm_eval`), batch 8, {result['threads']} torch thread(s), "
+        "each side a fresh process of the `peer` venv (start-up included), alternating. CPU time = user + system "
+        "of the process (`wait4`).",
+        "",
+    ]
+    rows = [
+        [
+            str(i + 1),
+            f"{r['lm_eval']['cpu_s']:.1f}",
+            f"{r['promptscale']['cpu_s']:.1f}",
+            f"{r['promptscale']['cpu_s'] / r['lm_eval']['cpu_s']:.2f}",
+            f"{r['lm_eval']['wall_s']:.1f}",
+            f"{r['promptscale']['wall_s']:.1f}",
+        ]
+        for i, r in enumerate(rounds)
+    ]
+    lines += table(
+        [
+            "round",
+            "lm-eval CPU s",
+            "promptscale CPU s",
+            "promptscale / lm-eval",
+            "lm-eval wall s",
+            "promptscale wall s",
+        ],
+        rows,
+    )
+    spread = f" (rounds {min(ratios):.2f}–{max(ratios):.2f})" if len(ratios) > 1 else ""
+    theirs = result["lm_eval_accuracy"]
+    ours = rounds[-1]["accuracy"]
+    lines += [
+        "",
+        f"CPU time promptscale / lm-eval: median **{ratio:.2f}**{spread}; target ≤ {LM_EVAL_TARGET}: **{verdict}**. "
+        f"Accuracy: lm-eval {theirs if theirs is None else f'{theirs:.4f}'}, promptscale {ours:.4f} "
+        "(`make test-peer` checks the predictions example by example).",
+    ]
+    return lines
+
+
 def render(sections: list[list[str]], header: list[str]) -> str:
     lines = list(header)
     for section in sections:
@@ -1268,7 +1393,14 @@ def parse_args(argv: list[str] | None):
     parser.add_argument(
         "--profile-method", default="prompt_tuning", help="also profile this method's step when it meets its target"
     )
-    parser.add_argument("--skip", default="", help="comma-separated parts to skip: icl,sweep,throughput,cold")
+    parser.add_argument("--skip", default="", help="comma-separated parts to skip: icl,sweep,throughput,lm_eval,cold")
+    parser.add_argument(
+        "--lm-eval-python",
+        help="the Python of a venv with lm-eval and promptscale (the `peer` extra) for the comparison",
+    )
+    parser.add_argument(
+        "--data-dir", type=Path, default=os.environ.get("PROMPTSCALE_DATA_DIR"), help="FewGLUE data (RTE val)"
+    )
     parser.add_argument(
         "--quick", action="store_true", help="smoke run: tiny-gpt2, batch 2, 32 tokens, 1 pair, 4 methods"
     )
@@ -1295,6 +1427,8 @@ def parse_args(argv: list[str] | None):
     args.sweep_steps = 1
     args.cold_repeats = 1 if quick else 2
     args.throughput_jobs = 2 if quick else 20
+    args.lm_eval_rounds = 1 if quick else 2
+    args.lm_eval_limit = 8 if quick else None
     args.skip = set(filter(None, args.skip.split(",")))
     args.threads = args.threads or (1 if quick else auto_threads())
     if args.seq_len < 16:
@@ -1375,6 +1509,15 @@ def _bench(args) -> Path:
         if "throughput" not in args.skip:
             log(f"{model_name}: sweep throughput ({args.throughput_jobs} jobs, in one process and separately)")
             sections.append(throughput_section(bench_throughput(args, model_name, samples, tmp)))
+        if "lm_eval" not in args.skip:
+            if args.lm_eval_python and args.data_dir:
+                log(f"zero-shot RTE: promptscale vs lm-eval ({args.lm_eval_rounds} round(s))")
+                sections.append(lm_eval_section(bench_lm_eval(args, args.data_dir, tmp)))
+            else:
+                missing = "--lm-eval-python (the `peer` venv's Python; `make bench` builds it)"
+                if not args.data_dir:
+                    missing = "no FewGLUE data (--data-dir or PROMPTSCALE_DATA_DIR)"
+                sections.append(lm_eval_section(None, missing))
         if "cold" not in args.skip:
             log("cold start")
             sections.append(cold_section(bench_cold_start(args, model_name, samples, tmp)))

@@ -96,11 +96,12 @@ def _separate(args, sweep_dir: Path) -> None:
             *command, f"checkpoint_every_n_steps={1000 + i}", "skip_finished=false", *args.overrides,
             f"hydra.run.dir={sweep_dir / str(i)}", f"results_file={sweep_dir / 'results.jsonl'}",
         ]  # fmt: skip
-        child = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-        _, status, usage = os.wait4(child.pid, 0)
+        errors = sweep_dir / f"{i}.stderr"  # a file: a full pipe would stall the child
+        with open(errors, "wb") as err:
+            child = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=err)
+            _, status, usage = os.wait4(child.pid, 0)
         child.returncode = os.waitstatus_to_exitcode(status)
-        error = child.stderr.read().decode(errors="replace")
-        child.stderr.close()
+        error = errors.read_text(errors="replace")
         job = {
             "mode": "separate",
             "job": i + 1,
@@ -121,6 +122,7 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     sweep_dir = args.sweep_dir or Path(tempfile.mkdtemp(prefix="sweep-memory-"))
     if args.separate:
+        sweep_dir.mkdir(parents=True, exist_ok=True)
         _separate(args, sweep_dir)
         return
     from promptscale import train
