@@ -43,8 +43,8 @@ lock:
 	.venv-tools/bin/python tools/lock_models.py models.in $(MODELS_LOCK)
 
 lint: install
-	$(VENV)/bin/ruff check src tests notebooks tools
-	$(VENV)/bin/ruff format --check src tests notebooks tools
+	$(VENV)/bin/ruff check src tests notebooks tools benchmarks
+	$(VENV)/bin/ruff format --check src tests notebooks tools benchmarks
 
 # Lint, then unit tests always; integration tests too when PROMPTSCALE_DATA_DIR points at real data.
 test: lint
@@ -115,7 +115,7 @@ matrix: install
 # start-up, and zero-shot evaluation against lm-eval (the peer venv; RTE val from PROMPTSCALE_DATA_DIR)
 # -> BENCHMARKS.md (~35 min on 2 CPU cores); e.g. BENCH_ARGS="--quick" (smoke run) or "--pairs 5 --threads 2".
 bench: install $(PEER_VENV)/.installed
-	$(PY) -m promptscale.bench --out BENCHMARKS.md --lm-eval-python $(PEER_VENV)/bin/python $(BENCH_ARGS)
+	$(PY) -m benchmarks.bench --out BENCHMARKS.md --lm-eval-python $(PEER_VENV)/bin/python $(BENCH_ARGS)
 
 clean:
 	rm -rf outputs multirun .pytest_cache

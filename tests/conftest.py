@@ -49,6 +49,30 @@ def sample_data() -> Path:
     return write_samples(_SESSION_DIR / "data")
 
 
+def build_run(data_dir: Path, overrides, eval_mode: bool = True):
+    """What ``promptscale.train.run`` builds before training, without the Trainer: the validated
+    config, the method's module on its backbone (in eval mode unless asked otherwise) and the data
+    module (read, checked, attached, tokenized). Returns (cfg, module, data)."""
+    from promptscale.config import validate
+    from promptscale.data.datamodule import TaskDataModule
+    from promptscale.methods import method_class
+    from promptscale.models import load_backbone
+    from promptscale.train import compose
+
+    cfg = compose([f"data.dir={data_dir}", *overrides])
+    validate(cfg)
+    data = TaskDataModule(cfg.task, cfg.data, cfg.seed)
+    data.read()
+    method_class(cfg.method.name).check_data(cfg, data)
+    backbone = load_backbone(cfg.model)
+    module = method_class(cfg.method.name)(cfg, backbone)
+    if eval_mode:
+        module.eval()
+    data.attach(backbone.tokenizer, cfg.model.family, cfg.method.head)
+    data.setup()
+    return cfg, module, data
+
+
 def _train(overrides, tmp_path: Path, data_dir: Path, callbacks=()) -> dict:
     """Compose the config ``promptscale-train`` would use with ``overrides`` (after the FAST
     defaults, so they win) and run it in-process; ``callbacks`` are added to the fit Trainer."""

@@ -8,10 +8,8 @@ import warnings
 import pytest
 import torch
 
-from promptscale.config import validate
-from promptscale.data.datamodule import TaskDataModule
+from conftest import build_run
 from promptscale.errors import PromptscaleError
-from promptscale.methods import method_class
 from promptscale.models import load_backbone
 from promptscale.train import compose
 
@@ -19,14 +17,7 @@ CACHE_WORDS = ("past_key_values", "cache_params", "`cache`")
 
 
 def build(sample_data, overrides):
-    cfg = compose([f"data.dir={sample_data}", "data.eval_size=4", *overrides])
-    validate(cfg)
-    data = TaskDataModule(cfg.task, cfg.data, cfg.seed)
-    data.read()
-    backbone = load_backbone(cfg.model)
-    module = method_class(cfg.method.name)(cfg, backbone).eval()
-    data.attach(backbone.tokenizer, cfg.model.family, cfg.method.head)
-    data.setup()
+    _, module, data = build_run(sample_data, ["data.eval_size=4", *overrides])
     return module, data
 
 

@@ -4,27 +4,19 @@ outputs counted as wrong, real greedy generation."""
 import lightning as L
 import pytest
 
+from conftest import build_run
 from promptscale.config import validate
-from promptscale.data.datamodule import TaskDataModule
 from promptscale.errors import ConfigError
-from promptscale.methods.cot import CoT, extract_answer
-from promptscale.models import load_backbone
+from promptscale.methods.cot import extract_answer
 from promptscale.train import compose
 
 DEMO = '[{fields: {premise: "Ann moved to Lima.", hypothesis: "Ann lives in Lima."}, rationale: "She moved there.", answer: "Yes"}]'
 
 
 def build(sample_data, overrides):
-    cfg = compose(
-        ["method=cot", "model=tiny-gpt2", "task=rte", f"data.dir={sample_data}", "data.eval_size=4", *overrides]
+    _, module, data = build_run(
+        sample_data, ["method=cot", "model=tiny-gpt2", "task=rte", "data.eval_size=4", *overrides]
     )
-    validate(cfg)
-    data = TaskDataModule(cfg.task, cfg.data, cfg.seed)
-    data.read()
-    backbone = load_backbone(cfg.model)
-    module = CoT(cfg, backbone).eval()
-    data.attach(backbone.tokenizer, cfg.model.family, cfg.method.head)
-    data.setup()
     return module, data
 
 

@@ -4,23 +4,15 @@ import lightning as L
 import pytest
 import torch
 
+from conftest import build_run
 from promptscale.config import validate
-from promptscale.data.datamodule import TaskDataModule
 from promptscale.errors import ConfigError
-from promptscale.methods import method_class
 from promptscale.models import load_backbone
 from promptscale.train import compose
 
 
 def build(sample_data, overrides):
-    cfg = compose([f"data.dir={sample_data}", "data.eval_size=4", *overrides])
-    validate(cfg)
-    backbone = load_backbone(cfg.model)
-    module = method_class(cfg.method.name)(cfg, backbone)
-    data = TaskDataModule(cfg.task, cfg.data, cfg.seed)
-    data.read()
-    data.attach(backbone.tokenizer, cfg.model.family, cfg.method.head)
-    data.setup()
+    _, module, data = build_run(sample_data, ["data.eval_size=4", *overrides], eval_mode=False)
     return module, data
 
 

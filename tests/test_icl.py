@@ -6,24 +6,16 @@ from collections import Counter
 import pytest
 import torch
 
+from conftest import build_run
 from promptscale.config import validate
 from promptscale.data.datamodule import TaskDataModule
 from promptscale.errors import ConfigError
 from promptscale.methods.icl import ICL, pick_demonstrations
-from promptscale.models import load_backbone
 from promptscale.train import compose
 
 
 def build(sample_data, overrides):
-    cfg = compose(["method=icl", f"data.dir={sample_data}", "data.eval_size=8", *overrides])
-    validate(cfg)
-    data = TaskDataModule(cfg.task, cfg.data, cfg.seed)
-    data.read()
-    ICL.check_data(cfg, data)
-    backbone = load_backbone(cfg.model)
-    module = ICL(cfg, backbone).eval()
-    data.attach(backbone.tokenizer, cfg.model.family, cfg.method.head)
-    data.setup()
+    _, module, data = build_run(sample_data, ["method=icl", "data.eval_size=8", *overrides])
     return module, data
 
 

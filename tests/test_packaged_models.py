@@ -5,8 +5,8 @@ on a tiny random Gemma 3."""
 import pytest
 import torch
 
+from conftest import build_run
 from promptscale.config import validate
-from promptscale.data.datamodule import TaskDataModule
 from promptscale.errors import ConfigError
 from promptscale.methods import METHODS, method_class
 from promptscale.models import PACKAGED, load_backbone
@@ -14,14 +14,7 @@ from promptscale.train import compose
 
 
 def build(sample_data, overrides):
-    cfg = compose([f"data.dir={sample_data}", "data.eval_size=8", *overrides])
-    validate(cfg)
-    data = TaskDataModule(cfg.task, cfg.data, cfg.seed)
-    data.read()
-    backbone = load_backbone(cfg.model)
-    module = method_class(cfg.method.name)(cfg, backbone).eval()
-    data.attach(backbone.tokenizer, cfg.model.family, cfg.method.head)
-    data.setup()
+    _, module, data = build_run(sample_data, ["data.eval_size=8", *overrides])
     return module, data
 
 

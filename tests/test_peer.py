@@ -123,10 +123,10 @@ def test_bench_measures_cpu_time_against_lm_eval(tmp_path):
     import sys
     from types import SimpleNamespace
 
-    from promptscale import bench
+    from benchmarks import runs
 
     args = SimpleNamespace(lm_eval_python=sys.executable, threads=1, lm_eval_limit=8, lm_eval_rounds=1)
-    result = bench.bench_lm_eval(args, Path(os.environ["PROMPTSCALE_DATA_DIR"]), tmp_path)
+    result = runs.bench_lm_eval(args, Path(os.environ["PROMPTSCALE_DATA_DIR"]), tmp_path)
     (round_,) = result["rounds"]
     assert round_["examples"] == 8 and round_["lm_eval"]["cpu_s"] > 0 and round_["promptscale"]["cpu_s"] > 0
     assert result["lm_eval_accuracy"] == pytest.approx(round_["accuracy"], abs=1e-4)

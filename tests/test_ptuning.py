@@ -3,27 +3,17 @@
 import pytest
 import torch
 
+from conftest import build_run
 from promptscale.config import validate
-from promptscale.data.datamodule import TaskDataModule
 from promptscale.data.encoding import VIRTUAL_ID
 from promptscale.errors import ConfigError
-from promptscale.methods.ptuning import PTuning
-from promptscale.models import load_backbone
 from promptscale.train import compose
 
 TEMPLATE = 'method.template="[P] [P] {{ premise }} [P] Question: {{ hypothesis }} [P] Answer:"'
 
 
 def build(sample_data, overrides):
-    cfg = compose(["method=ptuning", "task=rte", f"data.dir={sample_data}", "data.eval_size=4", *overrides])
-    validate(cfg)
-    backbone = load_backbone(cfg.model)
-    module = PTuning(cfg, backbone)
-    data = TaskDataModule(cfg.task, cfg.data, cfg.seed)
-    data.read()
-    data.attach(backbone.tokenizer, cfg.model.family, cfg.method.head)
-    data.setup()
-    return cfg, module, data
+    return build_run(sample_data, ["method=ptuning", "task=rte", "data.eval_size=4", *overrides], eval_mode=False)
 
 
 @pytest.mark.parametrize("model", ["tiny-bert", "tiny-gpt2", "tiny-t5"])

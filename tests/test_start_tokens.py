@@ -6,12 +6,9 @@ tiny-gemma3's tokenizer puts <bos> first, as Gemma's does."""
 import pytest
 import torch
 
-from promptscale.config import validate
-from promptscale.data.datamodule import TaskDataModule
-from promptscale.data.encoding import special_frame
-from promptscale.methods import method_class
-from promptscale.models import load_backbone, tiny_tokenizer
-from promptscale.train import compose
+from conftest import build_run
+from promptscale.families import FAMILIES, family
+from promptscale.models import tiny_tokenizer
 
 
 def in_order(module, data) -> torch.Tensor:
@@ -23,24 +20,45 @@ def in_order(module, data) -> torch.Tensor:
 
 
 def build(sample_data, overrides):
-    cfg = compose([f"data.dir={sample_data}", "data.eval_size=6", "data.train_size=8", *overrides])
-    validate(cfg)
-    data = TaskDataModule(cfg.task, cfg.data, cfg.seed)
-    data.read()
-    backbone = load_backbone(cfg.model)
-    module = method_class(cfg.method.name)(cfg, backbone).eval()
-    data.attach(backbone.tokenizer, cfg.model.family, cfg.method.head)
-    data.setup()
+    _, module, data = build_run(sample_data, ["data.eval_size=6", "data.train_size=8", *overrides])
     return module, data
 
 
 def test_the_frame_is_what_the_tokenizer_puts_around_a_text():
     with_bos, plain = tiny_tokenizer("bpe-bos"), tiny_tokenizer("bpe")
-    assert special_frame("decoder", with_bos) == ([with_bos.bos_token_id], [])
+    assert family("decoder").frame(with_bos) == ([with_bos.bos_token_id], [])
     assert with_bos("a text")["input_ids"][0] == with_bos.bos_token_id
-    assert special_frame("decoder", plain) == ([], [])  # GPT-2's tokenizer adds nothing
+    assert family("decoder").frame(plain) == ([], [])  # GPT-2's tokenizer adds nothing
     bert = tiny_tokenizer("wordpiece")
-    assert special_frame("encoder", bert) == ([bert.cls_token_id], [bert.sep_token_id])
+    assert family("encoder").frame(bert) == ([bert.cls_token_id], [bert.sep_token_id])
+    t5 = tiny_tokenizer("unigram")
+    assert family("encdec").frame(t5) == ([], [t5.eos_token_id])
+    # no family frames an input with more specials than check_fit counts before a tokenizer loads
+    assert all(
+        sum(map(len, f.frame(tok))) <= f.max_specials
+        for f in FAMILIES.values()
+        for tok in (with_bos, plain)
+        if not f.cloze and not f.seq2seq
+    )
+
+
+def test_only_the_family_objects_branch_on_a_family_name():
+    """Architecture: methods, data and models ask the family object (promptscale.families)."""
+    import re
+    from pathlib import Path
+
+    import promptscale
+
+    root = Path(promptscale.__file__).parent
+    pattern = re.compile(r"family\s*(==|!=)|family\)?\s+(not\s+)?in\s+[(\[{]|\.family\s*==")
+    found = [
+        f"{path.relative_to(root)}:{n}: {line.strip()}"
+        for path in sorted(root.rglob("*.py"))
+        if path.name != "families.py"
+        for n, line in enumerate(path.read_text().splitlines(), 1)
+        if pattern.search(line)
+    ]
+    assert not found, found
 
 
 @pytest.mark.parametrize(

@@ -16,9 +16,9 @@ from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING, ListConfig, OmegaConf
 
 from promptscale.errors import ConfigError, check_choice, check_min, listing
+from promptscale.families import FAMILIES, family
 
 TASK_KINDS = ("classification", "choice", "tagging")
-FAMILIES = ("encoder", "encdec", "decoder")
 MODEL_SOURCES = ("hub", "tiny", "packaged")
 LOGGER_MODES = ("online", "offline", "disabled")
 SEED_MAX = 2**32 - 1  # numpy's seeds are unsigned 32-bit
@@ -424,7 +424,7 @@ def validate(cfg) -> None:
     method_class(method.name).apply_to_task(cfg)
     if task.kind != "tagging":
         TaskTemplates(task)  # a Jinja syntax error is one line naming the task and pattern
-    if "[MASK]" in task.template and model.family != "encoder":
+    if "[MASK]" in task.template and not family(model.family).cloze:
         raise ConfigError(
             f"task {task.name}: a [MASK] slot inside the template is for masked LMs, not {model.family} models"
         )

@@ -244,9 +244,6 @@ def cache_kwargs(module: nn.Module, cache) -> dict:
     return {} if cache is None else {cache_argument(module): cache}
 
 
-AUTO_CLASSES = {"encoder": "AutoModelForMaskedLM", "encdec": "AutoModelForSeq2SeqLM", "decoder": "AutoModelForCausalLM"}
-
-
 def load_tokenizer(cfg):
     from transformers import AutoTokenizer
 
@@ -265,21 +262,18 @@ def load_tokenizer(cfg):
 def load_model(cfg, tokenizer) -> nn.Module:
     import transformers
 
+    from promptscale.families import family
+
+    fam = family(cfg.family)
     # an encoder without an MLM head (a sentence encoder) loads as its bare model: no random head
-    auto = getattr(
-        transformers, "AutoModel" if cfg.family == "encoder" and not cfg.mlm_head else AUTO_CLASSES[cfg.family]
-    )
+    auto = getattr(transformers, fam.model_class(cfg.mlm_head))
     dtype = getattr(torch, cfg.dtype)
     if cfg.source == "tiny":
         config_class = getattr(transformers, cfg.arch, None)
         if config_class is None:
             raise ConfigError(f"model.arch={cfg.arch!r} is not a transformers config class")
         kwargs = OmegaConf.to_container(cfg.arch_kwargs, resolve=True)  # plain lists for strict configs
-        kwargs.update(vocab_size=len(tokenizer), pad_token_id=tokenizer.pad_token_id)
-        if cfg.family == "encdec":
-            kwargs.update(eos_token_id=tokenizer.eos_token_id, decoder_start_token_id=tokenizer.pad_token_id)
-        elif cfg.family == "decoder":
-            kwargs.update(bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id)
+        kwargs.update(vocab_size=len(tokenizer), **fam.tiny_config_ids(tokenizer))
         with torch.random.fork_rng():
             torch.manual_seed(TINY_SEED)
             model = auto.from_config(config_class(**kwargs), dtype=dtype)
@@ -290,13 +284,16 @@ def load_model(cfg, tokenizer) -> nn.Module:
 
 
 class Backbone(nn.Module):
-    """A pretrained LM of one family, with the few operations every method needs."""
+    """A pretrained LM of one family (a :class:`promptscale.families.Family`), with the few
+    operations every method needs."""
 
-    def __init__(self, model: nn.Module, tokenizer, family: str):
+    def __init__(self, model: nn.Module, tokenizer, family_name: str):
+        from promptscale.families import family
+
         super().__init__()
         self.model = model
         self.tokenizer = tokenizer
-        self.family = family
+        self.family = family(family_name)
 
     @property
     def hidden_size(self) -> int:

@@ -3,7 +3,9 @@
 
 from __future__ import annotations
 
-FAMILY_MODELS = {"encoder": "tiny-bert", "encdec": "tiny-t5", "decoder": "tiny-gpt2"}
+from promptscale.families import FAMILIES
+
+FAMILY_MODELS = {name: f.tiny_model for name, f in FAMILIES.items()}
 KIND_TASKS = {"classification": "rte", "choice": "copa", "tagging": "conll03"}
 
 

@@ -18,6 +18,7 @@ from promptscale.data.encoding import Collator, TaskEncoder, check_template
 from promptscale.data.example import Example
 from promptscale.data.readers import READERS
 from promptscale.errors import ConfigError, DataError
+from promptscale.families import family
 from promptscale.models import cache_root, fingerprint
 
 
@@ -242,21 +243,21 @@ class TaskDataModule(L.LightningDataModule):
         loaded, and only where the count needs one (verbalizers, ICL demonstrations)."""
         from promptscale.models import load_tokenizer, max_positions
 
-        family, max_length, method = cfg.model.family, self.data.max_length, cfg.method
-        # specials (encoding.special_frame), counted without a tokenizer: a decoder's at most one <bos>
-        n_special = {"encoder": 2, "encdec": 1, "decoder": 1}[family]
+        fam, max_length, method = family(cfg.model.family), self.data.max_length, cfg.method
+        # specials (Family.frame), counted without a tokenizer: a decoder's at most one <bos>
+        n_special = fam.max_specials
         # a prompt token and (but on T5, whose answer is its target) an answer token, a candidate
         # keeping at most half the input (TaskEncoder.encode)
-        least = n_special + 1 if self.task.kind == "tagging" else max(2, n_special + 1 + (family != "encdec"))
+        least = n_special + 1 if self.task.kind == "tagging" else max(2, n_special + 1 + (not fam.seq2seq))
         if max_length < least:
             what = "a token" if self.task.kind == "tagging" else "a prompt token and an answer token"
             raise ConfigError(
-                f"data.max_length={max_length} leaves no room for {what} ({family} models need >= {least})"
+                f"data.max_length={max_length} leaves no room for {what} ({fam.name} models need >= {least})"
             )
         positions = max_positions(cfg.model)
         # methods whose prompt_length positions come before the input (a soft prompt, per-layer prefixes)
         extra = {"method.prompt_length": method.prompt_length} if method.name in PREFIX_METHODS else {}
-        if method.name == "cot" and family == "decoder":  # the generated rationale and answer follow the prompt
+        if method.name == "cot" and not fam.seq2seq:  # the generated rationale and answer follow the prompt
             extra.update({"method.max_new_tokens": method.max_new_tokens, "method.answer_tokens": method.answer_tokens})
         self._check_positions(cfg, positions, extra)
         if method.name not in ("icl", "cot"):  # the methods that train (ICL picks labelled demonstrations)
@@ -275,7 +276,7 @@ class TaskDataModule(L.LightningDataModule):
         if method.name == "icl" and method.shots and positions is not None:
             from promptscale.methods.icl import demonstration_text, pick_demonstrations
 
-            encoder = TaskEncoder(self.task, tokenizer or load_tokenizer(cfg.model), family, max_length)
+            encoder = TaskEncoder(self.task, tokenizer or load_tokenizer(cfg.model), fam.name, max_length)
             demos = pick_demonstrations(self.train_examples, method.shots, method.selection, self.seed)
             extra["method.shots"] = len(encoder.ids(demonstration_text(encoder, demos)))
             self._check_positions(cfg, positions, extra)

@@ -24,6 +24,7 @@ from jinja2.sandbox import SandboxedEnvironment
 
 from promptscale.data.example import Example
 from promptscale.errors import ConfigError
+from promptscale.families import family
 
 IGNORE = -100
 # a template's "[P]" becomes VIRTUAL_ID: a position whose embedding a method supplies (P-Tuning)
@@ -169,35 +170,19 @@ def render_prompt(task, fields: dict[str, str]) -> str:
     return TaskTemplates(task).prompt_text(dict(fields))
 
 
-def special_frame(family: str, tokenizer) -> tuple[list[int], list[int]]:
-    """The special tokens before and after every input: [CLS] .. [SEP] for encoders, .. </s> for
-    T5's encoder input, and for decoders whatever the tokenizer itself puts before a text (Gemma's
-    and Llama's <bos>; nothing for GPT-2 or SmolLM2), as lm-evaluation-harness reads a decoder's
-    context with the tokenizer's defaults. Never an end token after a decoder's input: the answer
-    continues it."""
-    if family == "encoder":
-        return [tokenizer.cls_token_id], [tokenizer.sep_token_id]
-    if family == "encdec":
-        return [], [tokenizer.eos_token_id]
-    plain = tokenizer("a", add_special_tokens=False)["input_ids"]
-    full = tokenizer("a")["input_ids"]
-    start = next((i for i in range(len(full) - len(plain) + 1) if full[i : i + len(plain)] == plain), 0)
-    return full[:start], []
-
-
 class TaskEncoder:
     """Tokenizes one example; truncation shortens the task's long fields (``task.truncate``, in
     order, at ``truncation_side``), never the answer slot."""
 
-    def __init__(self, task, tokenizer, family: str, max_length: int, truncation_side: str = "right"):
-        self.task, self.tok, self.family, self.max_length = task, tokenizer, family, max_length
+    def __init__(self, task, tokenizer, family_name: str, max_length: int, truncation_side: str = "right"):
+        self.task, self.tok, self.family, self.max_length = task, tokenizer, family(family_name), max_length
         self.side = truncation_side
         self.templates = TaskTemplates(task)
-        self.prefix, self.suffix = special_frame(family, tokenizer)
+        self.prefix, self.suffix = self.family.frame(tokenizer)
         self.n_special = len(self.prefix) + len(self.suffix)
 
     def wrap(self, ids: list[int]) -> list[int]:
-        """``ids`` between the family's special tokens (``special_frame``)."""
+        """``ids`` between the family's special tokens (``Family.frame``)."""
         return [*self.prefix, *ids, *self.suffix]
 
     def ids(self, text: str) -> list[int]:
@@ -302,7 +287,7 @@ class TaskEncoder:
         # the slot must keep room for the longest candidate, but never take more than half the input
         cap = self.max_length // 2
         cand_ids = [c[:cap] for c in cand_ids]
-        slot = 0 if self.family == "encdec" else max(len(c) for c in cand_ids)
+        slot = 0 if self.family.seq2seq else max(len(c) for c in cand_ids)  # T5: the answer is the target
         items = self._pieces(ex.fields)
         # a [MASK] marker takes one position of the budget and becomes the slot
         marker = int(SLOT_ID in items)
@@ -353,7 +338,7 @@ class Collator:
             batch = self.tagging(rows)
         elif self.head == "cls":
             batch = self.cls(rows)
-        elif self.family == "encdec":
+        elif self.family.seq2seq:
             batch = self.seq2seq(rows)
         else:
             batch = self.slots(rows)
@@ -399,7 +384,7 @@ class Collator:
         for b, r in enumerate(rows):
             prompt = r["prompt_ids"]
             for c, cand in enumerate([[0]] if single else r["cand_ids"]):
-                if self.family == "encoder":  # the [MASK]s sit at the pattern's slot, else at the end
+                if self.family.cloze:  # the [MASK]s sit at the pattern's slot, else at the end
                     at = prompt.index(SLOT_ID) if SLOT_ID in prompt else len(prompt)
                     seq = self.wrap(prompt[:at] + [mask_id] * len(cand) + prompt[at + 1 :])
                     pos = list(range(self.start + at, self.start + at + len(cand)))
@@ -445,7 +430,7 @@ class Collator:
         mask_id = self.tok.mask_token_id
         seqs = [self.wrap([mask_id if i == SLOT_ID else i for i in r["prompt_ids"]]) for r in rows]
         batch = self._inputs(seqs)
-        batch["cls_pos"] = torch.tensor([0 if self.family == "encoder" else len(s) - 1 for s in seqs])
+        batch["cls_pos"] = torch.tensor([len(s) - 1 if self.family.reads_last else 0 for s in seqs])
         batch["labels"] = self._labels(rows)
         return batch
 

@@ -14,6 +14,7 @@ from torch import nn
 
 from promptscale.data.encoding import IGNORE
 from promptscale.errors import ConfigError
+from promptscale.families import family
 from promptscale.metrics import build_metrics
 
 
@@ -21,14 +22,14 @@ class AdaptationModule(L.LightningModule):
     @classmethod
     def unsupported(cls, cfg) -> str | None:
         """Why this method cannot run on this task type and model family (None if it can)."""
-        kind, family, head = cfg.task.kind, cfg.model.family, cfg.method.head
-        if kind == "tagging" and family == "encdec":
+        kind, fam, head = cfg.task.kind, family(cfg.model.family), cfg.method.head
+        if kind == "tagging" and not fam.input_heads:
             return "sequence labeling needs a token head on an encoder or a decoder-only model; encoder-decoders are read text-to-text"
-        if head == "cls" and kind != "tagging" and (kind == "choice" or family == "encdec"):
+        if head == "cls" and kind != "tagging" and (kind == "choice" or not fam.input_heads):
             return (
                 "method.head=cls needs a classification task on an encoder or a decoder-only model; use method.head=lm"
             )
-        if family == "encoder" and not cfg.model.mlm_head and head == "lm" and kind != "tagging":
+        if fam.cloze and not cfg.model.mlm_head and head == "lm" and kind != "tagging":
             return "this encoder has no MLM head to score verbalizers with (model.mlm_head=false); use method.head=cls"
         return None
 
@@ -137,7 +138,7 @@ class AdaptationModule(L.LightningModule):
         if self.cls_head is not None:
             hidden = self.hidden(embeds, mask)
             return self.cls_head(hidden[torch.arange(hidden.shape[0]), batch["cls_pos"] + offset])
-        if self.backbone.family == "encdec":
+        if self.backbone.family.seq2seq:
             encoded = self.encode(embeds, mask)
             rows = batch["decoder_example"]
             logits = self.decode(encoded[rows], mask[rows], batch["decoder_input_ids"], batch["decoder_attention_mask"])

@@ -21,6 +21,7 @@ import torch
 
 from promptscale.data.encoding import render_prompt
 from promptscale.errors import ConfigError, check_min
+from promptscale.families import family
 from promptscale.methods.base import AdaptationModule
 
 STEP_BY_STEP = "Let's think step by step."
@@ -59,7 +60,7 @@ def load_demonstrations(cfg) -> list[dict]:
 class CoT(AdaptationModule):
     @classmethod
     def unsupported(cls, cfg) -> str | None:
-        if cfg.model.family == "encoder":
+        if not family(cfg.model.family).generates:
             return "chain-of-thought generates text; it needs a decoder-only or encoder-decoder model"
         if cfg.task.kind == "tagging":
             return "chain-of-thought answers a question; sequence labeling is not one"
@@ -95,7 +96,7 @@ class CoT(AdaptationModule):
             do_sample=False,
             pad_token_id=tok.pad_token_id,
         )
-        new = out[0] if self.backbone.family == "encdec" else out[0, input_ids.shape[1] :]
+        new = self.backbone.family.new_tokens(out[0], input_ids.shape[1])
         return tok.decode(new, skip_special_tokens=True)
 
     def answer(self, data, example) -> tuple[int | None, dict]:

@@ -19,6 +19,7 @@ from transformers import DynamicCache
 
 from promptscale.data.example import Example
 from promptscale.errors import ConfigError, check_choice, check_min
+from promptscale.families import family
 from promptscale.methods.base import AdaptationModule
 from promptscale.models import cache_kwargs
 
@@ -52,7 +53,7 @@ def demonstration_text(encoder, demos: list[Example]) -> str:
 class ICL(AdaptationModule):
     @classmethod
     def unsupported(cls, cfg) -> str | None:
-        if cfg.model.family == "encoder":
+        if not family(cfg.model.family).generates:
             return "in-context learning needs a generative LM (decoder-only or encoder-decoder)"
         if cfg.task.kind == "tagging":
             return "in-context learning scores answer candidates; sequence labeling has none"
@@ -90,7 +91,7 @@ class ICL(AdaptationModule):
         self.demo_ids = [*encoder.prefix, *encoder.ids(text)] if text else []
         self.replaces_start = len(encoder.prefix) if text else 0
         self.demo_cache = None
-        if self.demo_ids and self.hp.cache_demos and self.backbone.family == "decoder":
+        if self.demo_ids and self.hp.cache_demos and self.backbone.family.cached_context:
             ids = torch.tensor([self.demo_ids], device=self.device)
             cache = DynamicCache()  # filled in place by the forward: no output field to read back
             base = self.backbone.model.base_model

@@ -31,7 +31,7 @@ class PrefixTuning(PTuningV2):
 
     def setup_method(self) -> None:
         super().setup_method()
-        if self.backbone.family != "encdec":
+        if not self.backbone.family.seq2seq:  # T5's decoder gets prefixes of its own
             return
         generator = torch.Generator().manual_seed(self.cfg.seed + 1)
         self.decoder_prompt = DeepPrompt(
@@ -89,7 +89,7 @@ class PrefixTuning(PTuningV2):
 
     def on_fit_end(self) -> None:
         super().on_fit_end()
-        if self.backbone.family == "encdec":
+        if self.backbone.family.seq2seq:
             self.decoder_prompt.fold()
 
     def save_peft(self, folder: Path) -> None:
@@ -99,7 +99,7 @@ class PrefixTuning(PTuningV2):
         from safetensors.torch import save_file
 
         layers, kv_heads, head_dim = self.backbone.kv_shape()
-        if self.backbone.family != "decoder" or kv_heads != self.backbone.model.config.num_attention_heads:
+        if not self.backbone.family.peft_export or kv_heads != self.backbone.model.config.num_attention_heads:
             raise ConfigError("the PEFT export of prefixes is for decoder-only models without grouped key/value heads")
         self.deep_prompt.fold()
         config = PrefixTuningConfig(

@@ -132,7 +132,7 @@ class PromptTuning(AdaptationModule):
         from peft import PromptTuningConfig, TaskType
         from safetensors.torch import save_file
 
-        if self.backbone.family != "decoder":
+        if not self.backbone.family.peft_export:
             raise ConfigError("the PEFT export of a prompt is for decoder-only models (PEFT's CAUSAL_LM)")
         config = PromptTuningConfig(
             task_type=TaskType.CAUSAL_LM,

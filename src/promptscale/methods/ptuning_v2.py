@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import torch
 
+from promptscale.families import family
 from promptscale.methods.base import AdaptationModule
 from promptscale.methods.deep_prompt import DeepPrompt, check_prefix_length
 
@@ -14,7 +15,7 @@ from promptscale.methods.deep_prompt import DeepPrompt, check_prefix_length
 class PTuningV2(AdaptationModule):
     @classmethod
     def unsupported(cls, cfg) -> str | None:
-        if cfg.model.family == "encdec":
+        if not family(cfg.model.family).input_heads:
             return "P-Tuning v2 reads a linear head on [CLS] or on token states; encoder-decoders are read text-to-text"
         return super().unsupported(cfg)
 

@@ -6,7 +6,7 @@ wall time and its peak resident memory; in one process also the RSS after it (Vm
 before each job through ``/proc/self/clear_refs``; Linux), for separate processes the child's own
 peak (``wait4``'s ``ru_maxrss``). ``--json FILE`` appends the jobs as JSON lines (``make bench``).
 
-    python -m promptscale.sweep_memory --jobs 20 [--separate] model=smollm2-135m trainer.max_steps=1 \\
+    python -m benchmarks.sweep_memory --jobs 20 [--separate] model=smollm2-135m trainer.max_steps=1 \\
         data.train_size=8 data.eval_size=8 logger=none data.dir=<data>
 
 In one process a flat RSS curve means nothing keeps a finished job alive (its model, trainer,

@@ -1,0 +1,1 @@
+"""promptscale's benchmarks (``make bench``): outside the library, which never imports them."""
