@@ -210,3 +210,10 @@ def test_two_sweeps_in_one_sweep_dir_keep_each_runs_files(sample_data, tmp_path)
 
     with pytest.raises(ConfigError, match="holds the weights of 2 runs"):
         weights_of(sweep / "0")
+
+
+def test_a_run_dir_from_before_per_run_names_still_evaluates(tmp_path):
+    from promptscale.evaluate import weights_of
+
+    (tmp_path / "weights.safetensors").write_bytes(b"")
+    assert weights_of(tmp_path) == tmp_path / "weights.safetensors"

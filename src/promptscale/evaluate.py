@@ -29,7 +29,8 @@ def weights_of(run: Path) -> Path:
         return run
     if not run.is_dir():
         raise ConfigError(f"{run}: no such run dir or weights file")
-    found = sorted(run.glob(WEIGHTS_GLOB))
+    # runs finished before files were named by config hash kept an unnamed weights.safetensors
+    found = sorted(run.glob(WEIGHTS_GLOB)) or sorted(run.glob("weights.safetensors"))
     if not found:
         raise ConfigError(
             f"{run}: no {WEIGHTS_GLOB} (not a finished run's dir, or the whole LM trained and keep_lm_weights was off)"
