@@ -7,6 +7,7 @@ import ctypes
 import gc
 import os
 import platform
+import subprocess
 import sys
 import threading
 import time
@@ -180,3 +181,27 @@ def autocast(device: torch.device, dtype: str):
     if dtype == "bf16":
         return torch.autocast(device_type=device.type, dtype=torch.bfloat16)
     return contextlib.nullcontext()
+
+
+# ---- child processes -------------------------------------------------------------------------
+def train_command() -> list[str]:
+    """``promptscale-train`` of this Python's environment (the module where no script is installed)."""
+    cli = Path(sys.executable).parent / "promptscale-train"
+    return [str(cli)] if cli.exists() else [sys.executable, "-m", "promptscale.train"]
+
+
+def run_child(argv: list[str], logs: Path, env: dict | None = None) -> dict:
+    """Run ``argv`` to the end, its output into ``logs/stdout.txt`` and ``logs/stderr.txt`` (a full
+    pipe would stall it): its exit code, CPU seconds (user + system, its own children included) and
+    peak RSS in MiB from ``wait4``, and wall seconds."""
+    logs.mkdir(parents=True, exist_ok=True)
+    start = time.perf_counter()
+    with open(logs / "stdout.txt", "w") as out, open(logs / "stderr.txt", "w") as err:
+        child = subprocess.Popen(argv, env=env, stdout=out, stderr=err)
+        _, status, usage = os.wait4(child.pid, 0)
+    return {
+        "code": os.waitstatus_to_exitcode(status),
+        "cpu_s": usage.ru_utime + usage.ru_stime,
+        "peak_mib": usage.ru_maxrss / 1024,  # KiB on Linux
+        "wall_s": time.perf_counter() - start,
+    }

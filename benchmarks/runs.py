@@ -16,7 +16,7 @@ from types import SimpleNamespace
 
 import torch
 
-from benchmarks.machine import autocast, release_memory, sync, timed, to_device
+from benchmarks.machine import autocast, release_memory, run_child, sync, timed, to_device, train_command
 from benchmarks.steps import build_ours, fixed_length_data, our_step
 
 
@@ -146,8 +146,7 @@ def bench_sweep(args, model_name: str, data_root: Path, cache_dir: Path, device,
 def bench_cold_start(args, model_name: str, samples: Path, tmp: Path) -> dict:
     """Fresh ``promptscale-train`` processes: ``--help``, and a one-step run whose line's
     ``startup_s`` says where the time to its first training step went (medians over repeats)."""
-    cli = Path(sys.executable).parent / "promptscale-train"
-    command = [str(cli)] if cli.exists() else [sys.executable, "-m", "promptscale.train"]
+    command = train_command()
     env = {**os.environ, "WANDB_MODE": "offline", "WANDB_SILENT": "true"}
 
     def run(argv: list[str], program=command) -> float:
@@ -195,10 +194,11 @@ def bench_throughput(args, model_name: str, samples: Path, tmp: Path) -> dict:
     modes = {}
     for mode in ("in-process", "separate"):
         out = tmp / f"throughput-{mode}.jsonl"
-        argv = [sys.executable, str(Path(__file__).with_name("sweep_memory.py")), "--jobs", str(args.throughput_jobs)]
+        argv = [sys.executable, "-m", "benchmarks.sweep_memory", "--jobs", str(args.throughput_jobs)]
         argv += ["--separate"] * (mode == "separate") + ["--json", str(out), "--sweep-dir", str(tmp / f"sweep-{mode}")]
         start = time.perf_counter()
-        done = subprocess.run([*argv, *overrides], env=env, capture_output=True, text=True)
+        root = Path(__file__).resolve().parents[1]  # where `benchmarks` is a package
+        done = subprocess.run([*argv, *overrides], env=env, capture_output=True, text=True, cwd=root)
         wall = time.perf_counter() - start
         if done.returncode != 0:
             raise RuntimeError(f"bench: sweep_memory ({mode}) exited {done.returncode}: {done.stderr[-2000:]}")
@@ -265,19 +265,10 @@ def bench_lm_eval(args, data_dir: Path, tmp: Path) -> dict:
 
 
 def _cpu(argv: list[str], env: dict, logs: Path) -> dict:
-    """Run ``argv`` to the end (its output into files under ``logs``: a full pipe would stall it):
-    its CPU seconds (user + system, from ``wait4``), wall seconds and stdout."""
-    logs.mkdir(parents=True, exist_ok=True)
-    out_path, err_path = logs / "stdout.txt", logs / "stderr.txt"
-    start = time.perf_counter()
-    with open(out_path, "w") as out, open(err_path, "w") as err:
-        child = subprocess.Popen(argv, env=env, stdout=out, stderr=err)
-        _, status, usage = os.wait4(child.pid, 0)
-    code = os.waitstatus_to_exitcode(status)
-    if code != 0:
-        raise RuntimeError(f"bench: {' '.join(argv[:4])}... exited {code}: {err_path.read_text()[-2000:]}")
-    return {
-        "cpu_s": usage.ru_utime + usage.ru_stime,
-        "wall_s": time.perf_counter() - start,
-        "stdout": out_path.read_text(),
-    }
+    """Run ``argv`` to the end: its CPU seconds, wall seconds and stdout (``run_child``)."""
+    ran = run_child(argv, logs, env)
+    if ran["code"] != 0:
+        raise RuntimeError(
+            f"bench: {' '.join(argv[:4])}... exited {ran['code']}: {(logs / 'stderr.txt').read_text()[-2000:]}"
+        )
+    return {"cpu_s": ran["cpu_s"], "wall_s": ran["wall_s"], "stdout": (logs / "stdout.txt").read_text()}

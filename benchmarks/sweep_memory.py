@@ -18,14 +18,14 @@ from __future__ import annotations
 import argparse
 import gc
 import json
-import os
-import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 
 from hydra.experimental.callback import Callback
+
+from benchmarks.machine import run_child, train_command
 
 
 def _status(field: str) -> int:
@@ -88,26 +88,20 @@ class MemoryReport(Callback):
 
 def _separate(args, sweep_dir: Path) -> None:
     """Each job its own ``promptscale-train`` process, one after the other."""
-    cli = Path(sys.executable).parent / "promptscale-train"
-    command = [str(cli)] if cli.exists() else [sys.executable, "-m", "promptscale.train"]
     for i in range(args.jobs):
-        start = time.time()
         argv = [
-            *command, f"checkpoint_every_n_steps={1000 + i}", "skip_finished=false", *args.overrides,
+            *train_command(), f"checkpoint_every_n_steps={1000 + i}", "skip_finished=false", *args.overrides,
             f"hydra.run.dir={sweep_dir / str(i)}", f"results_file={sweep_dir / 'results.jsonl'}",
         ]  # fmt: skip
-        errors = sweep_dir / f"{i}.stderr"  # a file: a full pipe would stall the child
-        with open(errors, "wb") as err:
-            child = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=err)
-            _, status, usage = os.wait4(child.pid, 0)
-        child.returncode = os.waitstatus_to_exitcode(status)
-        error = errors.read_text(errors="replace")
+        logs = sweep_dir / f"logs-{i}"
+        ran = run_child(argv, logs)
+        error = (logs / "stderr.txt").read_text(errors="replace")
         job = {
             "mode": "separate",
             "job": i + 1,
-            "wall_s": time.time() - start,
-            "peak_mib": usage.ru_maxrss / 1024,  # KiB on Linux
-            "status": "COMPLETED" if child.returncode == 0 else f"FAILED ({child.returncode}): {error[-500:]}",
+            "wall_s": ran["wall_s"],
+            "peak_mib": ran["peak_mib"],
+            "status": "COMPLETED" if ran["code"] == 0 else f"FAILED ({ran['code']}): {error[-500:]}",
         }
         _report(job, args.json)
 

@@ -25,6 +25,7 @@ from omegaconf import OmegaConf
 from torch import nn
 
 from promptscale.errors import ConfigError, PromptscaleError
+from promptscale.families import family
 
 SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
 TINY_SEED = 1234  # tiny backbones are the same "pretrained" model whatever the run's seed
@@ -262,8 +263,6 @@ def load_tokenizer(cfg):
 def load_model(cfg, tokenizer) -> nn.Module:
     import transformers
 
-    from promptscale.families import family
-
     fam = family(cfg.family)
     # an encoder without an MLM head (a sentence encoder) loads as its bare model: no random head
     auto = getattr(transformers, fam.model_class(cfg.mlm_head))
@@ -288,8 +287,6 @@ class Backbone(nn.Module):
     operations every method needs."""
 
     def __init__(self, model: nn.Module, tokenizer, family_name: str):
-        from promptscale.families import family
-
         super().__init__()
         self.model = model
         self.tokenizer = tokenizer

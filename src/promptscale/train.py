@@ -339,7 +339,7 @@ def run(cfg: DictConfig, out_dir: Path, results_file: Path, keep_backbone: bool 
 
 
 def _run_claimed(
-    cfg, data, out_dir: Path, results_file: Path, config: dict, key: str, keep_backbone, callbacks, clock=None
+    cfg, data, out_dir: Path, results_file: Path, config: dict, key: str, keep_backbone, callbacks, clock
 ) -> dict:
     """``run`` once the hash is claimed: train, then store the line (or keep it beside the run)."""
     import lightning as L

@@ -323,14 +323,9 @@ class Collator:
     row between the encoder's special tokens."""
 
     def __init__(self, encoder: TaskEncoder, head: str, examples: list[Example]):
-        self.task, self.tok, self.family, self.head, self.examples = (
-            encoder.task,
-            encoder.tok,
-            encoder.family,
-            head,
-            examples,
-        )
-        self.wrap, self.start = encoder.wrap, len(encoder.prefix)
+        self.task, self.tok, self.family, self.wrap = encoder.task, encoder.tok, encoder.family, encoder.wrap
+        self.head, self.examples = head, examples
+        self.start = len(encoder.prefix)  # where the input's own tokens begin in a row
         self.pad = self.tok.pad_token_id
 
     def __call__(self, rows: list[dict]) -> dict:

@@ -83,7 +83,6 @@ class CoT(AdaptationModule):
             f"{render_prompt(self.task, d['fields'])} {d['rationale']} So the answer is {d['answer']}.\n\n"
             for d in demos
         )
-        self.unanswered = 0
 
     def generate(self, ids: list[int], max_new_tokens: int) -> str:
         """Greedy continuation of the input ``ids``."""
@@ -100,6 +99,7 @@ class CoT(AdaptationModule):
         return tok.decode(new, skip_special_tokens=True)
 
     def answer(self, data, example) -> tuple[int | None, dict]:
+        """The chosen option (None: the answer names none) and the example's predictions record extras."""
         encoder = data.encoder
         prompt = encoder.tok.decode(encoder.fit_prompt(example.fields, data.data.max_length - encoder.n_special))
         options = encoder.candidates(example)
@@ -114,26 +114,21 @@ class CoT(AdaptationModule):
             rationale = self.generate(ids(self.demo_text + prompt), self.hp.max_new_tokens)
             final = rationale.split("the answer is")[-1] if "the answer is" in rationale else rationale
         choice = extract_answer(final, options)
-        return choice, {"guid": example.guid, "rationale": rationale, "answer": final, "choice": choice}
+        return choice, {"rationale": rationale, "answer": final, "answered": choice is not None}
 
     def validation_step(self, batch, batch_idx):
         data = self.trainer.datamodule
         preds, extras = [], []
         for i, label in zip(batch["idx"].tolist(), batch["labels"].tolist()):
             choice, record = self.answer(data, data.eval_examples[i])
-            extras.append(
-                {"rationale": record["rationale"], "answer": record["answer"], "answered": choice is not None}
-            )
+            extras.append(record)
             n_options = max(2, len(data.encoder.candidates(data.eval_examples[i])))
             # unanswerable counts as wrong: score it as another label than the gold one
             preds.append(choice if choice is not None else (max(label, 0) + 1) % n_options)
-        self.unanswered += sum(not e["answered"] for e in extras)
         self.update_metrics(batch, torch.tensor(preds, device=self.device), extras=extras)
 
-    def on_validation_epoch_start(self) -> None:
-        super().on_validation_epoch_start()
-        self.unanswered = 0
-
     def on_validation_epoch_end(self) -> None:
-        self.log("eval/unanswered", float(self.unanswered), reduce_fx="sum", sync_dist=True)
+        # this process's examples (collected, not yet gathered across processes), summed over them
+        unanswered = sum(not e["answered"] for *_, extras in self.collected for e in extras)
+        self.log("eval/unanswered", float(unanswered), reduce_fx="sum", sync_dist=True)
         super().on_validation_epoch_end()
