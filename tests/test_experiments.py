@@ -13,8 +13,9 @@ import pytest
 from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
-from promptscale.config import METHOD_SCHEMAS, validate
+from promptscale.config import validate
 from promptscale.errors import ConfigError
+from promptscale.methods import METHODS
 from promptscale.sweep import check_cells, sweep_cells
 from promptscale.train import CONF_DIR
 from promptscale.train import compose as compose_train
@@ -64,7 +65,9 @@ def _method(experiment: str, method: str, model: str | None = None) -> dict:
         ("method_scale", "prompt_tuning", "t5-base", {"lr": 0.3, "prompt_length": 100, "init": "class_label"}),
         ("prompt_length", "prompt_tuning", "t5-base", {"lr": 0.3, "init": "class_label", "scheduler": "constant"}),
         ("prompt_init", "prompt_tuning", "t5-base", {"lr": 0.3, "prompt_length": 100, "optimizer": "adafactor"}),
-        ("cpu_scale", "finetune", None, {"lr": 2e-5}),
+        ("cpu_scale", "finetune", None, {"lr": 1e-5}),
+        ("cpu_scale", "prompt_tuning", "gemma3-270m", {"lr": 0.3, "init": "class_label"}),
+        ("cpu_scale", "ptuning_v2", None, {"head": "lm", "lr": 1e-2}),
         ("cpu_scale", "prefix_tuning", None, {"lr": 5e-3, "reparam_hidden": 512}),
     ],
 )
@@ -107,7 +110,7 @@ def test_method_overrides_are_checked_for_every_method(override, message):
 
 # one supported combination per method (and the pattern / template variants that rewrite the task)
 VALIDATE_CASES = [
-    *[[f"method={m}", "model=tiny-gpt2"] for m in METHOD_SCHEMAS if m != "ptuning_v2"],
+    *[[f"method={m}", "model=tiny-gpt2"] for m in METHODS if m != "ptuning_v2"],
     ["method=ptuning_v2", "model=tiny-bert"],
     ["method=ptuning", "model=tiny-gpt2", "method.pattern=1"],
     ["method=ptuning", "model=tiny-gpt2", "method.template='[P] {{ premise }} [P] {{ hypothesis }} [P]'"],

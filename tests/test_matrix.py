@@ -15,7 +15,8 @@ import pytest
 import torch
 from omegaconf import OmegaConf
 
-from promptscale.support import FAMILY_MODELS, KIND_TASKS, support_matrix
+from promptscale.families import FAMILIES
+from promptscale.support import KIND_TASKS, support_matrix
 
 CELLS = support_matrix()
 SUPPORTED = [cell[:3] for cell in CELLS if cell[3] is None]
@@ -31,7 +32,7 @@ def cell_id(cell) -> str:
 
 
 def overrides(method: str, family: str, kind: str) -> list[str]:
-    return [f"method={method}", f"model={FAMILY_MODELS[family]}", f"task={KIND_TASKS[kind]}"]
+    return [f"method={method}", f"model={FAMILIES[family].tiny_model}", f"task={KIND_TASKS[kind]}"]
 
 
 class Watch(L.Callback):
@@ -74,7 +75,11 @@ def test_supported_cell_trains_and_predicts(train, tmp_path, method, family, kin
     watch = Watch()
     record = train([*overrides(method, family, kind), *SMALL, *METHOD_SMALL.get(method, [])], tmp_path, [watch])
     assert record["status"] == "finished", record.get("error")
-    assert (record["method"], record["model"], record["task"]) == (method, FAMILY_MODELS[family], KIND_TASKS[kind])
+    assert (record["method"], record["model"], record["task"]) == (
+        method,
+        FAMILIES[family].tiny_model,
+        KIND_TASKS[kind],
+    )
     assert not math.isnan(record["score"])
 
     if record["train_steps"] == 0:  # nothing to train (icl, cot): it only evaluates
@@ -118,5 +123,8 @@ def test_unsupported_cell_refuses_before_loading_a_model(sample_data, tmp_path, 
         run(cfg, out_dir, out_dir / "results.jsonl")
     line = str(info.value)
     assert "\n" not in line and line.endswith(reason)
-    assert f"method={method} on task={KIND_TASKS[kind]} ({kind}) with model={FAMILY_MODELS[family]} ({family})" in line
+    assert (
+        f"method={method} on task={KIND_TASKS[kind]} ({kind}) with model={FAMILIES[family].tiny_model} ({family})"
+        in line
+    )
     assert not out_dir.exists()

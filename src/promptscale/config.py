@@ -1,4 +1,5 @@
-"""Structured configs: every YAML group is checked against one of these dataclasses.
+"""Structured configs: every YAML group is checked against one of these dataclasses (a method's own
+settings: its ``schema`` dataclass beside it in ``methods/<name>.py``, on :class:`MethodConfig`).
 
 A misspelt key or a wrong type fails at start-up with Hydra's message naming the key.
 Values that need the task or the model to check (e.g. a method on the wrong family)
@@ -139,129 +140,6 @@ class MethodConfig:
 
 
 @dataclass
-class FinetuneConfig(MethodConfig):
-    name: str = "finetune"
-    lr: float = 2e-5
-
-
-@dataclass
-class PromptTuningConfig(MethodConfig):
-    name: str = "prompt_tuning"
-    lr: float = 0.3
-    prompt_length: int = 20
-    init: str = "random"
-    # half-width of the uniform init (Lester et al.: 0.5)
-    init_range: float = 0.5
-    # True: prompt + LM tuning (the LM trains too, at lm_lr)
-    tune_lm: bool = False
-    lm_lr: float = 1e-5
-    # init=vocab (and class_label's leftover rows) samples from this many most frequent tokens
-    init_vocab_top: int = 5000
-    # init=text: the string whose token embeddings fill the prompt (repeated or truncated)
-    init_text: str = ""
-
-
-@dataclass
-class AdapterConfig(MethodConfig):
-    """Houlsby et al. 2019 bottleneck adapters (methods/adapter.py)."""
-
-    name: str = "adapter"
-    lr: float = 1e-3
-    # bottleneck size m (Houlsby et al.: 8, 64 or 256)
-    bottleneck: int = 64
-    # houlsby: after attention and after the feed-forward sublayer; pfeiffer: after the feed-forward only
-    placement: str = "houlsby"
-    activation: str = "relu"
-    # std of the down-projection's normal init (the up-projection starts at zero)
-    init_std: float = 0.01
-    # also train the backbone's layer norms (Houlsby et al. do)
-    train_layer_norms: bool = True
-
-
-@dataclass
-class LoRAConfig(MethodConfig):
-    """Hu et al. 2021 LoRA through PEFT (methods/lora.py)."""
-
-    name: str = "lora"
-    lr: float = 5e-4
-    r: int = 8
-    alpha: float = 16.0
-    dropout: float = 0.05
-    # null: the architecture's query and value projections (GPT-2: the fused c_attn)
-    target_modules: Optional[list[str]] = None
-    # merge B·A into the frozen weights when training ends
-    merge: bool = True
-
-
-@dataclass
-class PTuningConfig(MethodConfig):
-    name: str = "ptuning"
-    lr: float = 1e-3
-    # template with [P] virtual tokens among the task's own words; "" = prompt_length [P]s
-    # before the task's template
-    template: str = ""
-    prompt_length: int = 8
-    # prompt encoder: lstm (bi-LSTM + MLP, the paper's) or mlp
-    encoder: str = "lstm"
-    encoder_hidden: int = 0  # 0 = d_model
-    # True: only the prompt encoder trains; False: the LM trains too (the few-shot SuperGLUE setting)
-    freeze_lm: bool = True
-    lm_lr: float = 1e-5
-
-
-@dataclass
-class PTuningV2Config(MethodConfig):
-    name: str = "ptuning_v2"
-    lr: float = 1e-2
-    head: str = "cls"
-    prompt_length: int = 16
-    # 0: the prefixes train directly (P-Tuning v2's default); > 0: MLP reparameterization of this width
-    reparam_hidden: int = 0
-
-
-@dataclass
-class PrefixTuningConfig(PTuningV2Config):
-    name: str = "prefix_tuning"
-    lr: float = 5e-3
-    head: str = "lm"
-    prompt_length: int = 10
-    reparam_hidden: int = 512
-
-
-@dataclass
-class ICLConfig(MethodConfig):
-    name: str = "icl"
-    shots: int = 0
-    # random: a seeded sample of the train split; balanced: round-robin over the labels
-    selection: str = "random"
-    # contextual calibration (Zhao et al. 2021) with a content-free ("N/A") input
-    calibrate: bool = False
-    # decoder-only: encode the demonstration block once and reuse its key/value cache
-    cache_demos: bool = True
-
-
-@dataclass
-class CoTConfig(MethodConfig):
-    name: str = "cot"
-    # 0: zero-shot ("Let's think step by step."); k: the first k demonstrations
-    shots: int = 0
-    # each {fields: {<template field>: text}, rationale: text, answer: text}
-    demonstrations: list[Any] = field(default_factory=list)
-    demonstrations_file: str = ""
-    max_new_tokens: int = 64
-    answer_tokens: int = 8
-
-
-@dataclass
-class PETConfig(MethodConfig):
-    name: str = "pet"
-    lr: float = 1e-5
-    pattern: Any = 0
-    # True: fixed-prompt LM tuning; False: tuning-free prompting (nothing trains)
-    tune_lm: bool = True
-
-
-@dataclass
 class TrainerConfig:
     """The Lightning Trainer arguments a sweep varies; each is passed to ``lightning.Trainer``."""
 
@@ -324,20 +202,6 @@ class TrainConfig:
     keep_lm_weights: bool = False
 
 
-METHOD_SCHEMAS = {
-    "ptuning": PTuningConfig,
-    "ptuning_v2": PTuningV2Config,
-    "prefix_tuning": PrefixTuningConfig,
-    "icl": ICLConfig,
-    "cot": CoTConfig,
-    "pet": PETConfig,
-    "finetune": FinetuneConfig,
-    "prompt_tuning": PromptTuningConfig,
-    "adapter": AdapterConfig,
-    "lora": LoRAConfig,
-}
-
-
 def register_configs() -> None:
     cs = ConfigStore.instance()
     cs.store(name="train_schema", node=TrainConfig)
@@ -345,7 +209,9 @@ def register_configs() -> None:
     cs.store(group="model", name="model_schema", node=ModelConfig)
     cs.store(group="trainer", name="trainer_schema", node=TrainerConfig)
     cs.store(group="logger", name="logger_schema", node=LoggerConfig)
-    for name, schema in METHOD_SCHEMAS.items():
+    from promptscale.methods import method_schemas
+
+    for name, schema in method_schemas().items():
         cs.store(group="method", name=f"{name}_schema", node=schema)
 
 
@@ -356,15 +222,18 @@ def apply_method_overrides(cfg) -> None:
     from omegaconf import OmegaConf
     from omegaconf.errors import OmegaConfBaseException
 
+    from promptscale.methods import method_schemas
+
+    schemas = method_schemas()
     overrides = cfg.get("method_overrides") or {}
     for name, values in overrides.items():
-        if name not in METHOD_SCHEMAS:
-            raise ConfigError(f"method_overrides.{name}: no method {name!r} (one of {', '.join(METHOD_SCHEMAS)})")
+        if name not in schemas:
+            raise ConfigError(f"method_overrides.{name}: no method {name!r} (one of {', '.join(schemas)})")
         for key, value in (values or {}).items():
             try:
                 if key == "name":
                     raise KeyError(key)
-                OmegaConf.structured(METHOD_SCHEMAS[name])[key] = value
+                OmegaConf.structured(schemas[name])[key] = value
             except (KeyError, OmegaConfBaseException) as err:
                 why = f"{name} has no setting {key!r}" if isinstance(err, KeyError) else str(err).splitlines()[0]
                 raise ConfigError(f"method_overrides.{name}.{key}={value}: {why}") from None
@@ -462,8 +331,10 @@ def check_keys(cfg) -> None:
     """ConfigError for a key no schema has. Hydra refuses ``method.prompt_lenght=5`` itself, but
     ``+method.prompt_lenght=5`` (its own hint for an unknown key) adds it whatever the schema."""
     unknown = [key for key in unknown_keys(cfg, TrainConfig) if not key.startswith("method.")]
-    if cfg.method.name in METHOD_SCHEMAS:  # else method_class names the unknown method
-        unknown += unknown_keys(cfg.method, METHOD_SCHEMAS[cfg.method.name], "method.")
+    from promptscale.methods import METHODS, method_class
+
+    if cfg.method.name in METHODS:  # else method_class names the unknown method
+        unknown += unknown_keys(cfg.method, method_class(cfg.method.name).schema, "method.")
     if unknown:
         shown = ", ".join(unknown[:5]) + (f" and {len(unknown) - 5} more" if len(unknown) > 5 else "")
         raise ConfigError(f"unknown config key(s) {shown}: no such setting (misspelt?)")

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 from promptscale.families import FAMILIES
 
-FAMILY_MODELS = {name: f.tiny_model for name, f in FAMILIES.items()}
 KIND_TASKS = {"classification": "rte", "choice": "copa", "tagging": "conll03"}
 
 
@@ -16,16 +15,16 @@ def support_matrix() -> list[tuple[str, str, str, str | None]]:
 
     cells = []
     for method in METHODS:
-        for family, model in FAMILY_MODELS.items():
+        for family, fam in FAMILIES.items():
             for kind, task in KIND_TASKS.items():
-                cfg = compose([f"method={method}", f"model={model}", f"task={task}"])
+                cfg = compose([f"method={method}", f"model={fam.tiny_model}", f"task={task}"])
                 cells.append((method, family, kind, method_class(method).unsupported(cfg)))
     return cells
 
 
 def matrix_markdown() -> str:
     cells = support_matrix()
-    columns = [(f, k) for f in FAMILY_MODELS for k in KIND_TASKS]
+    columns = [(f, k) for f in FAMILIES for k in KIND_TASKS]
     lines = [
         "| method | " + " | ".join(f"{f} / {k}" for f, k in columns) + " |",
         "|---|" + "---|" * len(columns),

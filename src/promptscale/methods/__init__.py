@@ -1,4 +1,5 @@
-"""Method registry: a method is one module here plus ``conf/method/<name>.yaml``."""
+"""Method registry: a method is one module here (its settings dataclass, ``schema``, beside its
+LightningModule) plus ``conf/method/<name>.yaml``, registered by one line in ``METHODS``."""
 
 from __future__ import annotations
 
@@ -25,3 +26,8 @@ def method_class(name: str):
         raise ConfigError(f"method={name!r} is not one of {', '.join(METHODS)}")
     module, attr = METHODS[name].split(":")
     return getattr(importlib.import_module(module), attr)
+
+
+def method_schemas() -> dict[str, type]:
+    """name -> the method's settings dataclass (its class's ``schema``), every registered method."""
+    return {name: method_class(name).schema for name in METHODS}

@@ -34,10 +34,12 @@ sublayers, so it gets three adapters under ``placement=houlsby``.
 from __future__ import annotations
 
 import re
+from dataclasses import dataclass
 
 import torch
 from torch import nn
 
+from promptscale.config import MethodConfig
 from promptscale.errors import ConfigError, check_choice, check_min
 from promptscale.methods.base import AdaptationModule
 
@@ -108,7 +110,26 @@ def adapter_param_count(d: int, m: int) -> int:
     return 2 * d * m + m + d
 
 
+@dataclass
+class AdapterConfig(MethodConfig):
+    """Houlsby et al. 2019 bottleneck adapters (methods/adapter.py)."""
+
+    name: str = "adapter"
+    lr: float = 1e-3
+    # bottleneck size m (Houlsby et al.: 8, 64 or 256)
+    bottleneck: int = 64
+    # houlsby: after attention and after the feed-forward sublayer; pfeiffer: after the feed-forward only
+    placement: str = "houlsby"
+    activation: str = "relu"
+    # std of the down-projection's normal init (the up-projection starts at zero)
+    init_std: float = 0.01
+    # also train the backbone's layer norms (Houlsby et al. do)
+    train_layer_norms: bool = True
+
+
 class Adapter(AdaptationModule):
+    schema = AdapterConfig
+
     @classmethod
     def check_supported(cls, cfg) -> None:
         super().check_supported(cfg)

@@ -12,6 +12,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from promptscale.config import MethodConfig
 from promptscale.data.encoding import IGNORE
 from promptscale.errors import ConfigError
 from promptscale.families import family
@@ -19,6 +20,9 @@ from promptscale.metrics import build_metrics
 
 
 class AdaptationModule(L.LightningModule):
+    # the method's settings (``method.*``): a dataclass on MethodConfig, defined beside the method
+    schema: type = MethodConfig
+
     @classmethod
     def unsupported(cls, cfg) -> str | None:
         """Why this method cannot run on this task type and model family (None if it can)."""

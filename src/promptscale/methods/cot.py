@@ -15,10 +15,13 @@ from __future__ import annotations
 
 import json
 import re
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import torch
 
+from promptscale.config import MethodConfig
 from promptscale.data.encoding import render_prompt
 from promptscale.errors import ConfigError, check_min
 from promptscale.families import family
@@ -57,7 +60,21 @@ def load_demonstrations(cfg) -> list[dict]:
     return demos
 
 
+@dataclass
+class CoTConfig(MethodConfig):
+    name: str = "cot"
+    # 0: zero-shot ("Let's think step by step."); k: the first k demonstrations
+    shots: int = 0
+    # each {fields: {<template field>: text}, rationale: text, answer: text}
+    demonstrations: list[Any] = field(default_factory=list)
+    demonstrations_file: str = ""
+    max_new_tokens: int = 64
+    answer_tokens: int = 8
+
+
 class CoT(AdaptationModule):
+    schema = CoTConfig
+
     @classmethod
     def unsupported(cls, cfg) -> str | None:
         if not family(cfg.model.family).generates:

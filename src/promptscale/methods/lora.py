@@ -24,10 +24,13 @@ only, which is all a merged or unmerged model needs to be rebuilt.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Optional
 
 from torch import nn
 
+from promptscale.config import MethodConfig
 from promptscale.errors import ConfigError, check_min
 from promptscale.methods.base import AdaptationModule
 
@@ -68,7 +71,24 @@ def lora_param_count(model: nn.Module) -> int:
     return total
 
 
+@dataclass
+class LoRAConfig(MethodConfig):
+    """Hu et al. 2021 LoRA through PEFT (methods/lora.py)."""
+
+    name: str = "lora"
+    lr: float = 5e-4
+    r: int = 8
+    alpha: float = 16.0
+    dropout: float = 0.05
+    # null: the architecture's query and value projections (GPT-2: the fused c_attn)
+    target_modules: Optional[list[str]] = None
+    # merge B·A into the frozen weights when training ends
+    merge: bool = True
+
+
 class Lora(AdaptationModule):
+    schema = LoRAConfig
+
     @classmethod
     def check_supported(cls, cfg) -> None:
         super().check_supported(cfg)

@@ -11,11 +11,13 @@ from __future__ import annotations
 
 import logging
 import re
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 from torch import nn
 
+from promptscale.config import MethodConfig
 from promptscale.errors import ConfigError, check_choice, check_min
 from promptscale.methods.base import AdaptationModule
 
@@ -102,7 +104,26 @@ def init_text(module: PromptTuning, generator: torch.Generator, rows: int) -> to
 PROMPT_INITS = {"random": init_random, "vocab": init_vocab, "class_label": init_class_label, "text": init_text}
 
 
+@dataclass
+class PromptTuningConfig(MethodConfig):
+    name: str = "prompt_tuning"
+    lr: float = 0.3
+    prompt_length: int = 20
+    init: str = "random"
+    # half-width of the uniform init (Lester et al.: 0.5)
+    init_range: float = 0.5
+    # True: prompt + LM tuning (the LM trains too, at lm_lr)
+    tune_lm: bool = False
+    lm_lr: float = 1e-5
+    # init=vocab (and class_label's leftover rows) samples from this many most frequent tokens
+    init_vocab_top: int = 5000
+    # init=text: the string whose token embeddings fill the prompt (repeated or truncated)
+    init_text: str = ""
+
+
 class PromptTuning(AdaptationModule):
+    schema = PromptTuningConfig
+
     @classmethod
     def check_supported(cls, cfg) -> None:
         super().check_supported(cfg)

@@ -8,9 +8,12 @@ Our own module: PEFT's P-tuning only prepends its virtual tokens."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 from torch import nn
 
+from promptscale.config import MethodConfig
 from promptscale.data.encoding import VIRTUAL_ID, VIRTUAL_TOKEN
 from promptscale.errors import ConfigError, check_choice, check_min
 from promptscale.methods.base import AdaptationModule
@@ -34,7 +37,25 @@ class PromptEncoder(nn.Module):
         return self.mlp(x)
 
 
+@dataclass
+class PTuningConfig(MethodConfig):
+    name: str = "ptuning"
+    lr: float = 1e-3
+    # template with [P] virtual tokens among the task's own words; "" = prompt_length [P]s
+    # before the task's template
+    template: str = ""
+    prompt_length: int = 8
+    # prompt encoder: lstm (bi-LSTM + MLP, the paper's) or mlp
+    encoder: str = "lstm"
+    encoder_hidden: int = 0  # 0 = d_model
+    # True: only the prompt encoder trains; False: the LM trains too (the few-shot SuperGLUE setting)
+    freeze_lm: bool = True
+    lm_lr: float = 1e-5
+
+
 class PTuning(AdaptationModule):
+    schema = PTuningConfig
+
     @classmethod
     def unsupported(cls, cfg) -> str | None:
         if cfg.task.kind == "tagging":

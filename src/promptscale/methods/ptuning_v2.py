@@ -5,14 +5,29 @@ setting). Reparameterization is off by default (``reparam_hidden > 0`` turns it 
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 
+from promptscale.config import MethodConfig
 from promptscale.families import family
 from promptscale.methods.base import AdaptationModule
 from promptscale.methods.deep_prompt import DeepPrompt, check_prefix_length
 
 
+@dataclass
+class PTuningV2Config(MethodConfig):
+    name: str = "ptuning_v2"
+    lr: float = 1e-2
+    head: str = "cls"
+    prompt_length: int = 16
+    # 0: the prefixes train directly (P-Tuning v2's default); > 0: MLP reparameterization of this width
+    reparam_hidden: int = 0
+
+
 class PTuningV2(AdaptationModule):
+    schema = PTuningV2Config
+
     @classmethod
     def unsupported(cls, cfg) -> str | None:
         if not family(cfg.model.family).input_heads:
