@@ -468,3 +468,19 @@ def test_hydra_saved_overrides_are_scrubbed(tmp_path):
     _scrub_hydra_files(tmp_path, [secret])
     assert (tmp_path / ".hydra" / "overrides.yaml").read_text() == "- data.dir=/x/<redacted>/y\n"
     assert (tmp_path / "multirun.yaml").read_text() == "dir: <redacted>\n"
+
+
+def test_the_config_is_read_only_once_checked(train, tmp_path):
+    """A write into the config after the checks (here a callback's, mid-training) fails the run:
+    the results line's config is the one that ran."""
+    import lightning as L
+    from omegaconf.errors import ReadonlyConfigError
+
+    class Rewrites(L.Callback):
+        def on_train_start(self, trainer, module):
+            module.cfg.method.lr = 1.0
+
+    with pytest.raises(ReadonlyConfigError, match="method.lr"):
+        train(["method=lora", "model=tiny-llama"], tmp_path, [Rewrites()])
+    lines = (tmp_path / "run" / "results.jsonl").read_text().splitlines()
+    assert len(lines) == 1 and json.loads(lines[0])["status"] == "failed"

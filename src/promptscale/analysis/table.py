@@ -8,6 +8,10 @@ majority class of the eval set, and the zero-shot runs, first), an ``ensemble of
 after each method with several seeds, and a paired-bootstrap p-value of each cell against the
 baseline row's cell (:mod:`.significance`). Failed runs are marked in their cells. Each table has
 a caption: the metric, split and sizes of each column.
+
+Why one module of this size: the cells, the reference rows and the three renderings share one
+row/column model; the loading (:mod:`.load`), statistics (:mod:`.significance`, :mod:`.scoring`)
+and figures (:mod:`.plots`) are their own modules.
 """
 
 from __future__ import annotations

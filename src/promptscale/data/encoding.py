@@ -8,6 +8,9 @@ A task's template, verbalizer words, answer delimiter and per-choice text are Ji
 convention of lm-evaluation-harness and promptsource), rendered in a sandbox with strict
 undefined variables. Markers ([P], [MASK]) are read from the template's own text only: a record's
 text is never markup, whatever it holds.
+
+Why one module of this size: templates, answer slots, truncation and collation are one contract
+(the positions the collator writes are the ones the encoder computed), kept side by side.
 """
 
 from __future__ import annotations

@@ -3,6 +3,7 @@
 The sentences are generated from word lists and templates, with a signal a model can learn
 (an RTE hypothesis that restates the premise is entailed, one that swaps an entity is not, ...).
 They are the demo data that ships with the package and the fixtures of the tests.
+Its size is data, not logic: word lists and one small generator per task format.
 
     python -m promptscale.data.samples OUT_DIR [--seed N]
 """
