@@ -202,3 +202,30 @@ def test_every_layers_prefix_acts(sample_data, model):
             assert not torch.allclose(module(batch), base), f"layer {k}'s prefix has no effect"
             table[:, k] = saved
         torch.testing.assert_close(module(batch), base, rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("method,model", [("ptuning_v2", "tiny-bert"), ("prefix_tuning", "tiny-t5")])
+def test_prefix_dropout_acts_in_training_only(sample_data, method, model):
+    """method.prefix_dropout (P-Tuning v2's dropout on its past key/values): in training two forwards
+    of one batch differ, one mask per example; in evaluation the output is the undropped one."""
+    task = "rte" if method == "ptuning_v2" else "cb"
+    base = [f"method={method}", f"model={model}", f"task={task}", "method.prompt_length=4"]
+    module, data = build(sample_data, [*base, "method.prefix_dropout=0.5"])
+    plain, _ = build(sample_data, base)
+    plain.load_state_dict(module.state_dict())  # the same prefixes and head (dropout has no weights)
+    batch = next(iter(data.val_dataloader()))
+    with torch.no_grad():
+        module.train()
+        first, second = module(batch), module(batch)
+        assert not torch.allclose(first, second)
+        cache = module.deep_prompt.cache(2, torch.float32)
+        keys = cache.layers[0].keys
+        assert not torch.equal(keys[0], keys[1])  # each example its own mask
+        module.eval(), plain.eval()
+        torch.testing.assert_close(module(batch), plain(batch), rtol=0, atol=0)
+
+
+def test_prefix_dropout_out_of_range_is_one_line(sample_data):
+    cfg = compose(["method=ptuning_v2", "model=tiny-bert", "method.prefix_dropout=1.0", f"data.dir={sample_data}"])
+    with pytest.raises(ConfigError, match=r"method.prefix_dropout must be in \[0, 1\), got 1.0"):
+        validate(cfg)

@@ -141,3 +141,66 @@ def test_token_inits_start_at_the_scale_the_embedding_layer_gives(init):
     if init == "text":
         ids = module.backbone.tokenizer("Yes or no", add_special_tokens=False)["input_ids"]
         assert torch.allclose(prompt[0], weight[ids[0]] * scale, atol=1e-5)
+
+
+def test_class_label_fallback_random_fills_the_rest_uniformly():
+    module = build(["task=cb", "method.init=class_label", "method.prompt_length=6", "method.init_fallback=random"])
+    ids = module.backbone.tokenizer(" Yes", add_special_tokens=False)["input_ids"]
+    assert torch.allclose(module.prompt[0], embeddings(module)[ids].mean(0))
+    rest = module.prompt[3:].detach()
+    emb = embeddings(module)
+    assert rest.abs().max() <= module.hp.init_range
+    assert not any(torch.equal(row, emb[i]) for row in rest for i in range(len(emb)))
+
+
+def test_file_init_starts_from_a_trained_prompt(train, tmp_path):
+    """init=file: prompt transfer from a finished run's weights file, or from a PEFT adapter."""
+    from safetensors.torch import load_file
+
+    from promptscale.evaluate import weights_of
+
+    record = train(["method=prompt_tuning", "model=tiny-llama", "method.prompt_length=4"], tmp_path / "source")
+    source = weights_of(tmp_path / "source" / "run")
+    trained = load_file(source)["prompt"]
+    module = build(["model=tiny-llama", "method.init=file", f"method.init_file={source}", "method.prompt_length=4"])
+    assert record["status"] == "finished" and torch.equal(module.prompt.detach(), trained)
+    module.save_peft(tmp_path / "peft")
+    peft_file = tmp_path / "peft" / "adapter_model.safetensors"
+    again = build(["model=tiny-llama", "method.init=file", f"method.init_file={peft_file}", "method.prompt_length=4"])
+    assert torch.equal(again.prompt, module.prompt)
+
+
+@pytest.mark.parametrize(
+    "setting,message",
+    [
+        ("method.init_file=MISSING", "not a readable safetensors file"),
+        ("method.prompt_length=5", "a prompt of 4 tokens, method.prompt_length=5"),
+        ("method.init_file=", "method.init=file needs method.init_file"),
+        ("method.init_fallback=zeros", "method.init_fallback"),
+    ],
+)
+def test_file_init_mistakes_are_one_line_before_a_model_loads(sample_data, tmp_path, no_model, setting, message):
+    from safetensors.torch import save_file
+
+    from promptscale.config import validate
+    from promptscale.errors import ConfigError
+
+    prompt = tmp_path / "prompt.safetensors"
+    save_file({"prompt": torch.zeros(4, 32)}, prompt)
+    setting = setting.replace("MISSING", str(tmp_path / "nothing.safetensors"))
+    overrides = ["model=tiny-llama", "method.init=file", f"method.init_file={prompt}", "method.prompt_length=4"]
+    cfg = compose(["method=prompt_tuning", f"data.dir={sample_data}", *overrides, setting])
+    with pytest.raises(ConfigError, match=message) as info:
+        validate(cfg)
+    assert "\n" not in str(info.value)
+
+
+def test_settings_added_later_keep_finished_runs_hashes():
+    """A setting added to a schema hashes as absent at its neutral value (finished runs stay
+    finished in a sweep re-run); any other value is a different run."""
+    from promptscale.results import ADDED_SETTINGS, config_hash
+
+    base = {"method": {"name": "prompt_tuning", "lr": 0.3}, "seed": 0}
+    for (group, key), neutral in ADDED_SETTINGS.items():
+        assert config_hash({**base, group: {**base[group], key: neutral}}) == config_hash(base)
+        assert config_hash({**base, group: {**base[group], key: "other"}}) != config_hash(base)

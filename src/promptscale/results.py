@@ -66,6 +66,15 @@ NOT_IDENTITY = {
     "trainer": ("enable_progress_bar", "enable_model_summary", "enable_checkpointing"),
 }
 
+# settings added after results were stored, each with the value that computes what runs did before
+# the setting existed: a config holding that value hashes as it did without the key, so adding a
+# setting never turns a finished run into an unfinished one (a sweep re-run still skips it)
+ADDED_SETTINGS = {
+    ("method", "prefix_dropout"): 0.0,
+    ("method", "init_file"): "",
+    ("method", "init_fallback"): "vocab",
+}
+
 
 # a config key or an environment variable whose name has one of these words holds a secret
 SECRET_WORDS = {"key", "apikey", "token", "secret", "password", "passwd", "pwd", "credential", "credentials", "auth"}
@@ -166,13 +175,15 @@ def data_fingerprint(*splits) -> str:
 
 def config_hash(config: dict) -> str:
     """Stable 12-hex hash of the resolved config (with ``data.fingerprint``, the examples read),
-    without the keys in NOT_IDENTITY."""
+    without the keys in NOT_IDENTITY, nor the ADDED_SETTINGS at their neutral value."""
     identity = {}
     for key, value in config.items():
         if key in NOT_IDENTITY and NOT_IDENTITY[key] is None:
             continue
         if key in NOT_IDENTITY:
             value = {k: v for k, v in value.items() if k not in NOT_IDENTITY[key]}
+        if isinstance(value, dict):
+            value = {k: v for k, v in value.items() if ADDED_SETTINGS.get((key, k), ...) != v}
         identity[key] = value
     return hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()[:12]
 

@@ -12,7 +12,7 @@ import torch
 from torch import nn
 from transformers import DynamicCache
 
-from promptscale.errors import check_min
+from promptscale.errors import ConfigError, check_min
 
 
 class DeepPrompt(nn.Module):
@@ -20,10 +20,22 @@ class DeepPrompt(nn.Module):
 
     ``hidden=0``: the prefixes themselves train (P-Tuning v2's default). ``hidden>0``: Li & Liang's
     reparameterization, p embeddings -> MLP(d -> hidden -> layers*2*kv_heads*head_dim, tanh),
-    which :meth:`fold` replaces by its output once training ends."""
+    which :meth:`fold` replaces by its output once training ends.
 
-    def __init__(self, shape: tuple[int, int, int], length: int, d_model: int, hidden: int, generator: torch.Generator):
+    ``dropout``: in training, each example's copy of the prefixes is dropped out (P-Tuning v2's code
+    applies the encoder's hidden dropout to its past key/values; Li & Liang's ``prefix_dropout``)."""
+
+    def __init__(
+        self,
+        shape: tuple[int, int, int],
+        length: int,
+        d_model: int,
+        hidden: int,
+        generator: torch.Generator,
+        dropout: float = 0.0,
+    ):
         super().__init__()
+        self.dropout = nn.Dropout(dropout)
         self.layers, self.kv_heads, self.head_dim = shape
         self.length = length
         width = self.layers * 2 * self.kv_heads * self.head_dim
@@ -50,10 +62,15 @@ class DeepPrompt(nn.Module):
         cache = DynamicCache()
         for layer, (keys, values) in enumerate(self.table().to(dtype)):
             expand = (batch_size, -1, -1, -1)
-            cache.update(keys.unsqueeze(0).expand(*expand), values.unsqueeze(0).expand(*expand), layer)
+            keys, values = keys.unsqueeze(0).expand(*expand), values.unsqueeze(0).expand(*expand)
+            if self.dropout.p and self.training:  # a mask per example, as over a batch of hidden states
+                keys, values = self.dropout(keys), self.dropout(values)
+            cache.update(keys, values, layer)
         return cache
 
 
 def check_prefix_length(cfg) -> None:
     check_min(cfg.method, "prompt_length", 1)
     check_min(cfg.method, "reparam_hidden", 0)
+    if not 0 <= cfg.method.prefix_dropout < 1:
+        raise ConfigError(f"method.prefix_dropout must be in [0, 1), got {cfg.method.prefix_dropout}")

@@ -52,6 +52,7 @@ class PrefixTuning(PTuningV2):
             self.backbone.hidden_size,
             self.hp.reparam_hidden,
             generator,
+            self.hp.prefix_dropout,
         )
         self._encoder_cache = None
         attentions = [block.layer[0].SelfAttention for block in self.backbone.model.get_encoder().block]

@@ -5,7 +5,8 @@ the task needs one: sequence labeling, or method.head=cls) train.
 Our own module rather than PEFT's: our heads need the number of virtual tokens to shift the
 [MASK], slot and label positions, and Lester's inits (sampled vocab, class labels) are not in
 PEFT. Inits are registered in ``PROMPT_INITS`` by name (``method.init``): random (uniform),
-vocab (sampled from the most frequent tokens), class_label, text."""
+vocab (sampled from the most frequent tokens), class_label (its leftover rows from
+``init_fallback``), text, file (a trained prompt: prompt transfer)."""
 
 from __future__ import annotations
 
@@ -80,11 +81,14 @@ def init_vocab(module: PromptTuning, generator: torch.Generator, rows: int) -> t
 
 def init_class_label(module: PromptTuning, generator: torch.Generator, rows: int) -> torch.Tensor:
     """Row i: the mean embedding of label i's verbalizer tokens, in label order; rows past the
-    labels are vocab-sampled. Choice tasks have no fixed labels: all rows vocab-sampled."""
-    task = module.task
+    labels come from ``init_fallback`` (vocab: sampled, Lester et al.'s; random: uniform). Choice
+    tasks have no fixed labels: every row comes from the fallback."""
+    task, fallback = module.task, CLASS_LABEL_FALLBACKS[module.hp.init_fallback]
     if task.kind != "classification":
-        log.warning("method.init=class_label: task %s has no fixed labels; using init=vocab", task.name)
-        return init_vocab(module, generator, rows)
+        log.warning(
+            "method.init=class_label: task %s has no fixed labels; using init=%s", task.name, module.hp.init_fallback
+        )
+        return fallback(module, generator, rows)
     tok = module.backbone.tokenizer
     # tokenized as in the answer slot (see TaskEncoder.encode)
     labels = [
@@ -92,7 +96,7 @@ def init_class_label(module: PromptTuning, generator: torch.Generator, rows: int
         for label in task.labels
     ]
     label_rows = torch.stack(labels[:rows])
-    return torch.cat([label_rows, init_vocab(module, generator, rows - len(label_rows))])
+    return torch.cat([label_rows, fallback(module, generator, rows - len(label_rows))])
 
 
 def init_text(module: PromptTuning, generator: torch.Generator, rows: int) -> torch.Tensor:
@@ -101,7 +105,53 @@ def init_text(module: PromptTuning, generator: torch.Generator, rows: int) -> to
     return _embed(module, [ids[i % len(ids)] for i in range(rows)])
 
 
-PROMPT_INITS = {"random": init_random, "vocab": init_vocab, "class_label": init_class_label, "text": init_text}
+PROMPT_KEYS = ("prompt", "prompt_embeddings")  # promptscale's weights file; a PEFT prompt-tuning adapter
+
+
+def init_file(module: PromptTuning, generator: torch.Generator, rows: int) -> torch.Tensor:
+    """A trained prompt from ``init_file`` (prompt transfer, Vu et al. 2022's SPoT): a finished
+    prompt_tuning run's ``weights-<hash>.safetensors`` or a PEFT prompt-tuning
+    ``adapter_model.safetensors``, of this prompt's length and this model's width."""
+    from safetensors.torch import load_file
+
+    path = module.hp.init_file
+    prompt = load_file(path)[prompt_key(path)].float()
+    if tuple(prompt.shape) != (rows, module.backbone.hidden_size):
+        raise ConfigError(
+            f"method.init_file={path}: a prompt of shape {tuple(prompt.shape)}, this run needs "
+            f"{(rows, module.backbone.hidden_size)} (prompt_length x the model's width)"
+        )
+    return prompt
+
+
+def prompt_key(path: str) -> str:
+    """Which of PROMPT_KEYS the safetensors file holds (ConfigError naming the file if none or no file)."""
+    from safetensors import SafetensorError, safe_open
+
+    try:
+        with safe_open(path, framework="pt") as f:
+            keys, shapes = list(f.keys()), {k: f.get_slice(k).get_shape() for k in f.keys()}
+    except (OSError, SafetensorError) as err:
+        raise ConfigError(f"method.init_file={path}: not a readable safetensors file ({err})") from None
+    found = [k for k in PROMPT_KEYS if k in keys]
+    if not found:
+        raise ConfigError(
+            f"method.init_file={path}: no prompt in it (keys {', '.join(PROMPT_KEYS)}; it has {keys[:5]})"
+        )
+    shape = shapes[found[0]]
+    if len(shape) != 2:
+        raise ConfigError(f"method.init_file={path}: {found[0]} has shape {shape}, not (prompt_length, width)")
+    return found[0]
+
+
+PROMPT_INITS = {
+    "random": init_random,
+    "vocab": init_vocab,
+    "class_label": init_class_label,
+    "text": init_text,
+    "file": init_file,
+}
+CLASS_LABEL_FALLBACKS = {"vocab": init_vocab, "random": init_random}
 
 
 @dataclass
@@ -119,6 +169,10 @@ class PromptTuningConfig(MethodConfig):
     init_vocab_top: int = 5000
     # init=text: the string whose token embeddings fill the prompt (repeated or truncated)
     init_text: str = ""
+    # init=file: a trained prompt (a prompt_tuning run's weights file or a PEFT prompt-tuning adapter)
+    init_file: str = ""
+    # init=class_label: the init of the rows past the labels (all rows on a choice task): vocab or random
+    init_fallback: str = "vocab"
 
 
 class PromptTuning(AdaptationModule):
@@ -132,6 +186,21 @@ class PromptTuning(AdaptationModule):
         if cfg.method.init == "text" and not cfg.method.init_text.strip():
             raise ConfigError("method.init=text needs method.init_text (the string whose embeddings start the prompt)")
         check_min(cfg.method, "init_vocab_top", 1)
+        check_choice("method.init_fallback", cfg.method.init_fallback, CLASS_LABEL_FALLBACKS)
+        if cfg.method.init == "file":
+            if not cfg.method.init_file:
+                raise ConfigError("method.init=file needs method.init_file (a trained prompt's safetensors file)")
+            # before any model loads: the file holds a prompt of this length
+            from safetensors import safe_open
+
+            key = prompt_key(cfg.method.init_file)
+            with safe_open(cfg.method.init_file, framework="pt") as f:
+                rows = f.get_slice(key).get_shape()[0]
+            if rows != cfg.method.prompt_length:
+                raise ConfigError(
+                    f"method.init_file={cfg.method.init_file}: a prompt of {rows} tokens, "
+                    f"method.prompt_length={cfg.method.prompt_length}"
+                )
 
     def setup_method(self) -> None:
         self.backbone.requires_grad_(self.hp.tune_lm)

@@ -23,6 +23,8 @@ class PTuningV2Config(MethodConfig):
     prompt_length: int = 16
     # 0: the prefixes train directly (P-Tuning v2's default); > 0: MLP reparameterization of this width
     reparam_hidden: int = 0
+    # dropout on the prefixes in training (P-Tuning v2's code: the encoder's hidden dropout, 0.1 for BERT)
+    prefix_dropout: float = 0.0
 
 
 class PTuningV2(AdaptationModule):
@@ -48,6 +50,7 @@ class PTuningV2(AdaptationModule):
             self.backbone.hidden_size,
             self.hp.reparam_hidden,
             generator,
+            self.hp.prefix_dropout,
         )
 
     def layer_prefixes(self, batch_size: int):
