@@ -425,3 +425,67 @@ def test_wandb_offline_run(train, tmp_path):
     runs = list((out_dir / "wandb").glob("offline-run-*"))
     assert len(runs) == 1 and runs[0].is_dir()
     assert list(runs[0].glob("*.wandb")), "no offline run file"
+
+
+# ---- several label words per class (OpenPrompt's ManualVerbalizer) --------------------------
+
+
+@pytest.mark.parametrize("model", FAMILIES)
+def test_a_label_with_several_words_scores_the_mean_of_its_words(sample_data, model):
+    """verbalizer.entailment=[yes, 'yes indeed', right]: the label's score is the mean of what each
+    word alone scores (the same model, the same examples), and the batch keeps one column per label."""
+    base = ["task=rte", f"model={model}", "method=finetune", "data.eval_batch_size=4"]
+    words = {"entailment": ["yes", "yes indeed", "right"], "not_entailment": ["no", "wrong"]}
+    alone = {}
+    with torch.no_grad():
+        for label, ws in words.items():
+            for w in ws:
+                cfg, data, module = build([*base, f"task.verbalizer.{label}='{w}'"], sample_data)
+                alone[label, w] = module(next(iter(data.val_dataloader())))[:, cfg.task.labels.index(label)]
+        listed = [f"task.verbalizer.{label}=[{','.join(repr(w) for w in ws)}]" for label, ws in words.items()]
+        cfg, data, module = build([*base, *listed], sample_data)
+        batch = next(iter(data.val_dataloader()))
+        assert batch["cand_label"].tolist()[0] == [0, 0, 0, 1, 1]
+        scores = module(batch)
+    expected = torch.stack([torch.stack([alone[label, w] for w in ws]).mean(0) for label, ws in words.items()], -1)
+    assert scores.shape == (4, 2)
+    torch.testing.assert_close(scores, expected, rtol=0, atol=1e-5)
+
+
+def test_label_words_train_and_write_label_scores(train, tmp_path):
+    from promptscale.predictions import read_predictions, resolve_stored
+
+    record = train(
+        ["task=cb", "model=tiny-llama", "method=lora", "task.verbalizer.neutral=[maybe,perhaps]", "data.eval_size=4"],
+        tmp_path,
+    )
+    assert record["status"] == "finished", record.get("error")
+    rows = read_predictions(resolve_stored(record["predictions"]["path"], tmp_path / "run" / "results.jsonl"))
+    assert all(list(r["scores"]) == ["entailment", "contradiction", "neutral"] for r in rows)
+
+
+def test_demonstrations_answer_with_a_labels_first_word(sample_data):
+    from promptscale.methods.icl import demonstration_text
+
+    cfg, data, module = build(
+        ["task=rte", "model=tiny-gpt2", "method=icl", "task.verbalizer.entailment=[yes,right]"], sample_data
+    )
+    ex = next(e for e in data.train_examples if e.label == 0)
+    assert demonstration_text(data.encoder, [ex]).rstrip().endswith(" yes")
+
+
+@pytest.mark.parametrize(
+    "value,message",
+    [("[]", r"verbalizer\[entailment\]=.* must be a word or a list of words"),
+     ("[yes,'']", r"verbalizer\[entailment\]"), ("[yes,yes]", "too few to tell")],
+)  # fmt: skip
+def test_bad_label_words_are_one_line(sample_data, tmp_path, value, message):
+    from promptscale.errors import ConfigError
+    from promptscale.train import compose, run
+
+    cfg = compose(
+        [*FAST, f"data.dir={sample_data}", "task=rte", "model=tiny-gpt2", f"task.verbalizer.entailment={value}"]
+    )
+    with pytest.raises(ConfigError, match=message) as info:
+        run(cfg, tmp_path / "out", tmp_path / "out" / "results.jsonl")
+    assert "\n" not in str(info.value)

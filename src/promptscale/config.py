@@ -42,7 +42,7 @@ class PatternConfig:
 
     template: str = MISSING
     name: Optional[str] = None
-    verbalizer: dict[str, str] = field(default_factory=dict)
+    verbalizer: dict[str, Any] = field(default_factory=dict)
     delimiter: Optional[str] = None
     choice: Optional[str] = None
 
@@ -57,8 +57,9 @@ class TaskConfig:
     train_split: str = "train"
     eval_split: str = "val"
     labels: list[str] = field(default_factory=list)
-    # label -> words the model should produce for it (multi-token allowed; Jinja over the fields)
-    verbalizer: dict[str, str] = field(default_factory=dict)
+    # label -> the word the model should produce for it (multi-token allowed; Jinja over the fields),
+    # or a list of words (several label words: the label scores the mean of its words' scores)
+    verbalizer: dict[str, Any] = field(default_factory=dict)
     # the prompt, Jinja over the record's fields ({{ premise }}); the answer slot follows the text
     # (decoder continuation, encoder [MASK]s, T5 target)
     template: str = ""
@@ -291,12 +292,23 @@ def validate(cfg) -> None:
             raise ConfigError(f"task {task.name}: every label needs a verbalizer word, missing {missing}")
     method_class(method.name).check_supported(cfg)
     method_class(method.name).apply_to_task(cfg)
+    check_verbalizer(task)
     if task.kind != "tagging":
         TaskTemplates(task)  # a Jinja syntax error is one line naming the task and pattern
     if "[MASK]" in task.template and not family(model.family).cloze:
         raise ConfigError(
             f"task {task.name}: a [MASK] slot inside the template is for masked LMs, not {model.family} models"
         )
+
+
+def check_verbalizer(task) -> None:
+    """Each verbalizer entry is a word (text) or a non-empty list of words; one line naming the entry."""
+    for label, value in task.verbalizer.items():
+        words = [value] if isinstance(value, str) else list(value) if isinstance(value, ListConfig | list) else None
+        if not words or not all(isinstance(w, str) and w.strip() for w in words):
+            raise ConfigError(
+                f"task {task.name}: verbalizer[{label}]={value!r} must be a word or a list of words (non-empty text)"
+            )
 
 
 def unknown_keys(node, schema, prefix: str = "") -> list[str]:

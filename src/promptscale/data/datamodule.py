@@ -14,7 +14,7 @@ import torch
 from omegaconf import OmegaConf
 from torch.utils.data import DataLoader, DistributedSampler
 
-from promptscale.data.encoding import Collator, TaskEncoder, check_template
+from promptscale.data.encoding import Collator, TaskEncoder, check_template, label_words
 from promptscale.data.example import Example
 from promptscale.data.readers import READERS
 from promptscale.errors import ConfigError, DataError
@@ -266,7 +266,7 @@ class TaskDataModule(L.LightningDataModule):
         if self.task.kind == "classification" and method.head == "lm":
             tokenizer = load_tokenizer(cfg.model)
             cap = max_length // 2
-            words = [self.task.verbalizer[label] for label in self.task.labels]
+            words = [w for label in self.task.labels for w in label_words(self.task.verbalizer[label])]
             kept = {tuple(tokenizer(" " + w, add_special_tokens=False)["input_ids"][:cap]) for w in words}
             if len(kept) < len(words):
                 raise ConfigError(

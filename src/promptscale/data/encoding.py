@@ -119,6 +119,12 @@ def _where(task) -> str:
     return f"task {task.name}" + (f", pattern {pattern}" if pattern is not None else "")
 
 
+def label_words(value) -> list[str]:
+    """A verbalizer entry's words: one word, or a list of them (OpenPrompt's several label words
+    per class; a label's score is then the mean of its words' scores)."""
+    return [value] if isinstance(value, str) else list(value)
+
+
 class TaskTemplates:
     """The task's Jinja templates, compiled once: the prompt, the delimiter before the answer, the
     text of each choice (``choice`` is the verbalizer word or the candidate) and the verbalizer."""
@@ -129,14 +135,16 @@ class TaskTemplates:
         self.prompt = compile_template(task.template, f"{where}: template")
         self.delimiter = compile_template(task.delimiter, f"{where}: delimiter")
         self.choice = compile_template(task.choice, f"{where}: choice")
+        words = {label: label_words(value) for label, value in task.verbalizer.items()}
+        # label -> its words' templates (several: OpenPrompt's label words; the first answers demonstrations)
         self.verbalizer = {
-            label: compile_template(word, f"{where}: verbalizer[{label}]") for label, word in task.verbalizer.items()
+            label: [compile_template(w, f"{where}: verbalizer[{label}]") for w in ws] for label, ws in words.items()
         }
         self.sources = {
             "template": task.template,
             "delimiter": task.delimiter,
             "choice": task.choice,
-            **{f"verbalizer[{label}]": word for label, word in task.verbalizer.items()},
+            **{f"verbalizer[{label}]": w for label, ws in words.items() for w in ws},
         }
         for key, text in self.sources.items():
             old = FORMAT_FIELD.search(text)
@@ -156,13 +164,24 @@ class TaskTemplates:
         return "".join(text for text, _, _ in self.prompt_chunks(fields))
 
     def candidates(self, task, ex: Example) -> list[str]:
-        """Each candidate's text, delimiter not included."""
+        """Each label's (its first word's) or choice's text, delimiter not included: the answers a
+        demonstration or a generated answer is written with."""
         values = self.values(ex.fields)
         if task.kind == "classification":
-            words = [self.verbalizer[label].render(values) for label in task.labels]
+            words = [self.verbalizer[label][0].render(values) for label in task.labels]
         else:
             words = list(ex.candidates)
         return [self.choice.render({**values, "choice": word}) for word in words]
+
+    def scored_candidates(self, task, ex: Example) -> tuple[list[str], list[int]]:
+        """Every text the model scores (each word of each label, or each choice) and the label or
+        choice index each one counts for."""
+        if task.kind != "classification":
+            texts = self.candidates(task, ex)
+            return texts, list(range(len(texts)))
+        values = self.values(ex.fields)
+        pairs = [(w.render(values), i) for i, label in enumerate(task.labels) for w in self.verbalizer[label]]
+        return [self.choice.render({**values, "choice": word}) for word, _ in pairs], [i for _, i in pairs]
 
     def delimiter_text(self, fields: dict[str, str]) -> str:
         return self.delimiter.render(self.values(fields))
@@ -286,7 +305,8 @@ class TaskEncoder:
         if self.task.kind == "tagging":
             return self.encode_tagging(ex, idx)
         delimiter = self.templates.delimiter_text(ex.fields)
-        cand_ids = [self.ids(delimiter + c) or [self.tok.unk_token_id] for c in self.candidates(ex)]
+        texts, of_label = self.templates.scored_candidates(self.task, ex)
+        cand_ids = [self.ids(delimiter + c) or [self.tok.unk_token_id] for c in texts]
         # the slot must keep room for the longest candidate, but never take more than half the input
         cap = self.max_length // 2
         cand_ids = [c[:cap] for c in cand_ids]
@@ -300,6 +320,8 @@ class TaskEncoder:
             "prompt_ids": prompt,
             "cand_ids": cand_ids,
             "label": -1 if ex.label is None else ex.label,
+            # several words of a label: which label each candidate counts for (one word each: implied)
+            **({"cand_label": of_label} if len(set(of_label)) < len(of_label) else {}),
         }
 
     def encode_tagging(self, ex: Example, idx: int) -> dict:
@@ -369,7 +391,10 @@ class Collator:
                 cand_row[b, c] = row_of(b, c)
                 tokens[b, c, : len(ids)] = torch.tensor(ids)
                 mask[b, c, : len(ids)] = 1
-        return {"cand_row": cand_row, "cand_tokens": tokens, "cand_mask": mask}
+        batch = {"cand_row": cand_row, "cand_tokens": tokens, "cand_mask": mask}
+        if any("cand_label" in r for r in rows):  # cand_label[b, c]: the label candidate c counts for
+            batch["cand_label"] = _pad([r["cand_label"] for r in rows], -1)
+        return batch
 
     def slots(self, rows: list[dict]) -> dict:
         """Encoders and decoders: score candidates at slot positions of the input rows.

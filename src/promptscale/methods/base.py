@@ -19,6 +19,15 @@ from promptscale.families import family
 from promptscale.metrics import build_metrics
 
 
+def label_scores(scores: torch.Tensor, cand_label: torch.Tensor) -> torch.Tensor:
+    """A label's score from its words' (several label words per class): the mean of their scores,
+    as OpenPrompt's ManualVerbalizer averages its label words' log-probabilities. [B, C] -> [B, L]."""
+    words = F.one_hot(cand_label.clamp(min=0), int(cand_label.max()) + 1).to(scores.dtype)
+    words = words * (cand_label >= 0).unsqueeze(-1)  # [B, C, L]
+    total = torch.einsum("bc,bcl->bl", scores.masked_fill(cand_label < 0, 0.0), words)
+    return total / words.sum(1)
+
+
 class AdaptationModule(L.LightningModule):
     # the method's settings (``method.*``): a dataclass on MethodConfig, defined beside the method
     schema: type = MethodConfig
@@ -161,7 +170,8 @@ class AdaptationModule(L.LightningModule):
         scores = token_logp.sum(-1)
         if self.hp.score == "mean":
             scores = scores / tmask.sum(-1).clamp(min=1)
-        return scores.masked_fill(rows < 0, float("-inf"))
+        scores = scores.masked_fill(rows < 0, float("-inf"))
+        return scores if "cand_label" not in batch else label_scores(scores, batch["cand_label"])
 
     # ---- steps -----------------------------------------------------------------------------
     def on_fit_start(self) -> None:

@@ -119,7 +119,8 @@ class CoT(AdaptationModule):
         """The chosen option (None: the answer names none) and the example's predictions record extras."""
         encoder = data.encoder
         prompt = encoder.tok.decode(encoder.fit_prompt(example.fields, data.data.max_length - encoder.n_special))
-        options = encoder.candidates(example)
+        # every word of every label (several label words: any names its label), or the choices
+        options, option_label = encoder.templates.scored_candidates(encoder.task, example)
 
         def ids(text: str) -> list[int]:  # between the family's special tokens (a decoder's <bos>, T5's </s>)
             return encoder.wrap(encoder.ids(text))
@@ -130,7 +131,8 @@ class CoT(AdaptationModule):
         else:
             rationale = self.generate(ids(self.demo_text + prompt), self.hp.max_new_tokens)
             final = rationale.split("the answer is")[-1] if "the answer is" in rationale else rationale
-        choice = extract_answer(final, options)
+        named = extract_answer(final, options)
+        choice = None if named is None else option_label[named]
         return choice, {"rationale": rationale, "answer": final, "answered": choice is not None}
 
     def validation_step(self, batch, batch_idx):

@@ -19,6 +19,7 @@ import torch
 from torch import nn
 
 from promptscale.config import MethodConfig
+from promptscale.data.encoding import label_words
 from promptscale.errors import ConfigError, check_choice, check_min
 from promptscale.methods.base import AdaptationModule
 
@@ -80,7 +81,7 @@ def init_vocab(module: PromptTuning, generator: torch.Generator, rows: int) -> t
 
 
 def init_class_label(module: PromptTuning, generator: torch.Generator, rows: int) -> torch.Tensor:
-    """Row i: the mean embedding of label i's verbalizer tokens, in label order; rows past the
+    """Row i: the mean embedding of label i's verbalizer tokens (all its words'), in label order; rows past the
     labels come from ``init_fallback`` (vocab: sampled, Lester et al.'s; random: uniform). Choice
     tasks have no fixed labels: every row comes from the fallback."""
     task, fallback = module.task, CLASS_LABEL_FALLBACKS[module.hp.init_fallback]
@@ -92,7 +93,14 @@ def init_class_label(module: PromptTuning, generator: torch.Generator, rows: int
     tok = module.backbone.tokenizer
     # tokenized as in the answer slot (see TaskEncoder.encode)
     labels = [
-        _embed(module, tok(" " + task.verbalizer[label], add_special_tokens=False)["input_ids"]).mean(0)
+        _embed(
+            module,
+            [
+                i
+                for w in label_words(task.verbalizer[label])
+                for i in tok(" " + w, add_special_tokens=False)["input_ids"]
+            ],
+        ).mean(0)
         for label in task.labels
     ]
     label_rows = torch.stack(labels[:rows])
