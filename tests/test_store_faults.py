@@ -476,3 +476,15 @@ def test_cli_bad_input_leaves_no_run_dir(sample_data, tmp_path):
     (run_dir / "checkpoints" / "resume-x.ckpt").write_bytes(b"x")
     subprocess.run(command, cwd=tmp_path, env=os.environ.copy(), capture_output=True, text=True, timeout=300)
     assert (run_dir / "checkpoints" / "resume-x.ckpt").exists()
+
+
+def test_an_interrupted_atomic_write_leaves_the_old_file_whole(tmp_path):
+    from promptscale.files import atomic_path
+
+    path = tmp_path / "sub" / "weights.bin"
+    with atomic_path(path) as tmp:
+        tmp.write_bytes(b"old")
+    with pytest.raises(RuntimeError), atomic_path(path) as tmp:
+        tmp.write_bytes(b"half of the new")
+        raise RuntimeError("killed mid-write")
+    assert path.read_bytes() == b"old" and [p.name for p in path.parent.iterdir()] == ["weights.bin"]

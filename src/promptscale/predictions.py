@@ -24,8 +24,9 @@ from __future__ import annotations
 import gzip
 import hashlib
 import json
-import os
 from pathlib import Path
+
+from promptscale.files import atomic_path
 
 WEIGHTS_FORMAT = "promptscale-weights-1"
 WEIGHTS_GLOB = "weights-*.safetensors"
@@ -80,15 +81,8 @@ def write_predictions(path: Path, records: list[dict]) -> dict:
     path.parent.mkdir(parents=True, exist_ok=True)
     text = "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records).encode()
     data = gzip.compress(text, mtime=0)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        with open(tmp, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
+    with atomic_path(path) as tmp:
+        tmp.write_bytes(data)
     return {"sha256": hashlib.sha256(data).hexdigest(), "n": len(records)}
 
 
@@ -137,12 +131,8 @@ def save_weights(module, path: Path, config: dict, key: str) -> int:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     metadata = {"format": WEIGHTS_FORMAT, "config_hash": key, "config": json.dumps(config), "version": __version__}
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
+    with atomic_path(path) as tmp:
         save_file(trainable_state(module), str(tmp), metadata=metadata)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
     return path.stat().st_size
 
 

@@ -25,6 +25,7 @@ from lightning.fabric.plugins.io.torch_io import TorchCheckpointIO
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 
 from promptscale.errors import ConfigError
+from promptscale.files import atomic_path
 from promptscale.results import is_no_space, no_space, redact
 
 
@@ -86,20 +87,13 @@ class SafeCheckpointIO(TorchCheckpointIO):
 
     def save_checkpoint(self, checkpoint, path, storage_options=None) -> None:
         path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
         try:
-            with open(tmp, "wb") as f:
-                torch.save(checkpoint, f)
-                f.flush()
-                os.fsync(f.fileno())
-            os.replace(tmp, path)
+            with atomic_path(path) as tmp:
+                torch.save(checkpoint, tmp)
         except (OSError, RuntimeError) as err:
             if is_no_space(err):
                 raise no_space(path.parent) from err
             raise
-        finally:
-            tmp.unlink(missing_ok=True)
 
     def load_checkpoint(self, path, map_location=None, weights_only=None):
         return torch.load(path, map_location=map_location or "cpu", weights_only=True)

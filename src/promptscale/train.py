@@ -31,6 +31,7 @@ from omegaconf import DictConfig, OmegaConf
 from promptscale import __version__
 from promptscale.config import register_configs, validate
 from promptscale.errors import PromptscaleError
+from promptscale.files import atomic_path
 from promptscale.tracking import make_logger
 
 CONF_DIR = str(Path(__file__).resolve().parent / "conf")  # shipped inside the package
@@ -508,9 +509,8 @@ def _scrub_hydra_files(folder: Path, secrets: list[str], overrides=()) -> None:
             if (scrubbed := redact(container, [])) != container:
                 text = OmegaConf.to_yaml(OmegaConf.create(scrubbed))
         if text != original:
-            tmp = path.with_name(f".{path.name}.tmp")
-            tmp.write_text(text)
-            os.replace(tmp, path)
+            with atomic_path(path) as tmp:
+                tmp.write_text(text)
 
 
 def _remove_hydra_only_dir(out_dir: Path) -> None:
