@@ -209,3 +209,24 @@ def test_smoke_grid_runs_every_cell_and_tables_it(experiment, sample_data, tmp_p
     table = capsys.readouterr().out
     for method in {r["method"] for r in records}:
         assert method in table
+
+
+def test_a_command_line_method_setting_an_experiment_replaces_is_refused(tmp_path):
+    """``method.shots=0`` on a command line whose experiment sets ``method_overrides.icl.shots=4``
+    would run 4-shot: refused in one line naming the way to set it, for a run and a sweep alike."""
+    import subprocess
+
+    from conftest import TRAIN_CLI
+
+    base = [TRAIN_CLI, "experiment=cpu_scale", "model=tiny-llama", "task=cb", "method=icl", f"hydra.run.dir={tmp_path}"]
+    for flag, extra in (
+        ([], ["method.shots=0"]),
+        (["--multirun"], ["method.shots=0,4", f"hydra.sweep.dir={tmp_path}/s"]),
+    ):
+        out = subprocess.run([base[0], *flag, *base[1:], *extra], capture_output=True, text=True, timeout=300)
+        assert out.returncode != 0
+        assert "method.shots=0 is replaced by method_overrides.icl.shots=4" in out.stderr
+        assert "give it as method_overrides.icl.shots=0" in out.stderr
+    cfg = compose_train(["experiment=cpu_scale", "method=icl", "method_overrides.icl.shots=0"])
+    validate(cfg)
+    assert cfg.method.shots == 0

@@ -244,6 +244,27 @@ def apply_method_overrides(cfg) -> None:
         cfg.method_overrides = {}
 
 
+def check_not_overridden(cfg, overrides) -> None:
+    """ConfigError when a ``method.<key>=<value>`` given on the command line would be replaced by
+    ``method_overrides.<method>.<key>`` (an experiment's per-method setting, applied after the
+    command line): the run would silently not be the one asked for. Call before :func:`validate`."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    entry = (cfg.get("method_overrides") or {}).get(cfg.method.name) or {}
+    given = [
+        o for o in OverridesParser.create().parse_overrides(list(overrides)) if o.key_or_group.startswith("method.")
+    ]
+    for override in given:
+        key, value = override.key_or_group, override.value()
+        name = key.removeprefix("method.")
+        if name in entry and entry[name] != value:
+            raise ConfigError(
+                f"{key}={value} is replaced by method_overrides.{cfg.method.name}.{name}={entry[name]} "
+                f"(the experiment's setting for {cfg.method.name}); give it as "
+                f"method_overrides.{cfg.method.name}.{name}={value}"
+            )
+
+
 def validate(cfg) -> None:
     """Checks that need more than one group; raises ConfigError with one line."""
     from promptscale.data.encoding import TRUNCATION_SIDES, TaskTemplates

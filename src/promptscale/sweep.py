@@ -47,7 +47,7 @@ def check_cells(cells: list[list[str]], config_name: str = "train"):
     from hydra.core.global_hydra import GlobalHydra
     from hydra.core.override_parser.overrides_parser import OverridesParser
 
-    from promptscale.config import validate
+    from promptscale.config import check_not_overridden, validate
 
     loader = GlobalHydra.instance().config_loader()
     parser = OverridesParser.create(config_loader=loader)
@@ -65,6 +65,7 @@ def check_cells(cells: list[list[str]], config_name: str = "train"):
             cfg = copy.deepcopy(composed[choices])
             # Hydra's own step that applies value overrides after the defaults list
             ConfigLoaderImpl._apply_overrides_to_config([o for o in overrides if not groups[o.key_or_group]], cfg)
+            check_not_overridden(cfg, cell)
             validate(cfg)
         except Exception as err:  # noqa: BLE001 - PromptscaleError or Hydra/OmegaConf's
             yield i, err

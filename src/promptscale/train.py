@@ -29,7 +29,7 @@ import hydra
 from omegaconf import DictConfig, OmegaConf
 
 from promptscale import __version__
-from promptscale.config import register_configs, validate
+from promptscale.config import check_not_overridden, register_configs, validate
 from promptscale.errors import PromptscaleError
 from promptscale.files import atomic_path
 from promptscale.tracking import make_logger
@@ -590,6 +590,7 @@ def _hydra_main(cfg: DictConfig) -> None:
         _scrub_hydra_files(Path(HydraConfig.get().sweep.dir), secrets, overrides)
         print(f"promptscale: {sweep_position(HydraConfig.get())}", flush=True)
     try:
+        check_not_overridden(cfg, overrides)
         run(cfg, out_dir, results_file, keep_backbone=sweeping)
     except PromptscaleError as err:
         print(f"promptscale: error: {err}", file=sys.stderr)
