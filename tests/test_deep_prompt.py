@@ -207,7 +207,7 @@ def test_every_layers_prefix_acts(sample_data, model):
 @pytest.mark.parametrize("method,model", [("ptuning_v2", "tiny-bert"), ("prefix_tuning", "tiny-t5")])
 def test_prefix_dropout_acts_in_training_only(sample_data, method, model):
     """method.prefix_dropout (P-Tuning v2's dropout on its past key/values): in training two forwards
-    of one batch differ, one mask per example; in evaluation the output is the undropped one."""
+    of one batch differ, one mask per row; in evaluation the output is the undropped one."""
     task = "rte" if method == "ptuning_v2" else "cb"
     base = [f"method={method}", f"model={model}", f"task={task}", "method.prompt_length=4"]
     module, data = build(sample_data, [*base, "method.prefix_dropout=0.5"])
@@ -220,7 +220,7 @@ def test_prefix_dropout_acts_in_training_only(sample_data, method, model):
         assert not torch.allclose(first, second)
         cache = module.deep_prompt.cache(2, torch.float32)
         keys = cache.layers[0].keys
-        assert not torch.equal(keys[0], keys[1])  # each example its own mask
+        assert not torch.equal(keys[0], keys[1])  # each row its own mask
         module.eval(), plain.eval()
         torch.testing.assert_close(module(batch), plain(batch), rtol=0, atol=0)
 
@@ -229,3 +229,24 @@ def test_prefix_dropout_out_of_range_is_one_line(sample_data):
     cfg = compose(["method=ptuning_v2", "model=tiny-bert", "method.prefix_dropout=1.0", f"data.dir={sample_data}"])
     with pytest.raises(ConfigError, match=r"method.prefix_dropout must be in \[0, 1\), got 1.0"):
         validate(cfg)
+
+
+def test_a_run_stored_before_prefix_dropout_existed_still_evaluates(train, sample_data, tmp_path):
+    """A weights file whose recorded config predates a setting (no method.prefix_dropout) rebuilds
+    with the setting's neutral value: eval gives the run's own score."""
+    import json
+
+    from safetensors import safe_open
+    from safetensors.torch import load_file, save_file
+
+    from promptscale.evaluate import evaluate, weights_of
+
+    record = train(["method=ptuning_v2", "model=tiny-bert", "task=rte", "method.prompt_length=4"], tmp_path)
+    weights = weights_of(tmp_path / "run")
+    with safe_open(weights, framework="pt") as f:
+        metadata = f.metadata()
+    config = json.loads(metadata["config"])
+    del config["method"]["prefix_dropout"]
+    save_file(load_file(weights), weights, metadata={**metadata, "config": json.dumps(config)})
+    result = evaluate(tmp_path / "run", [f"data.dir={sample_data}"])
+    assert result["score"] == pytest.approx(record["score"])

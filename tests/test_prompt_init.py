@@ -204,3 +204,20 @@ def test_settings_added_later_keep_finished_runs_hashes():
     for (group, key), neutral in ADDED_SETTINGS.items():
         assert config_hash({**base, group: {**base[group], key: neutral}}) == config_hash(base)
         assert config_hash({**base, group: {**base[group], key: "other"}}) != config_hash(base)
+
+
+def test_a_run_from_a_file_prompt_evaluates_without_the_file(train, sample_data, tmp_path):
+    """eval/export rebuild the run from its weights: the init file may be gone."""
+    import shutil
+
+    from promptscale.evaluate import evaluate, weights_of
+
+    train(["method=prompt_tuning", "model=tiny-llama", "method.prompt_length=4"], tmp_path / "source")
+    source = tmp_path / "prompt.safetensors"
+    shutil.copy(weights_of(tmp_path / "source" / "run"), source)
+    overrides = ["method=prompt_tuning", "model=tiny-llama", "method.prompt_length=4", "method.init=file"]
+    record = train([*overrides, f"method.init_file={source}"], tmp_path / "transfer")
+    assert record["status"] == "finished"
+    source.unlink()
+    result = evaluate(tmp_path / "transfer" / "run", [f"data.dir={sample_data}"])
+    assert result["score"] == pytest.approx(record["score"])

@@ -489,3 +489,37 @@ def test_bad_label_words_are_one_line(sample_data, tmp_path, value, message):
     with pytest.raises(ConfigError, match=message) as info:
         run(cfg, tmp_path / "out", tmp_path / "out" / "results.jsonl")
     assert "\n" not in str(info.value)
+
+
+def test_every_label_word_is_checked_before_a_model_loads(sample_data, tmp_path, no_model):
+    from promptscale.errors import ConfigError
+    from promptscale.train import compose, run
+
+    for words, message in (("[yes,'{hypothesis}']", r"verbalizer\[entailment\]\[1\] has \{hypothesis\}"),
+                           ("[yes,'{{ nofield }}',right]", r"verbalizer\[entailment\]\[1\] reads field\(s\) \['nofield'\]")):  # fmt: skip
+        cfg = compose(
+            [*FAST, f"data.dir={sample_data}", "task=rte", "model=tiny-gpt2", f"task.verbalizer.entailment={words}"]
+        )
+        with pytest.raises(ConfigError, match=message):
+            run(cfg, tmp_path / "out", tmp_path / "out" / "results.jsonl")
+
+
+def test_numbers_are_label_words(sample_data):
+    cfg, data, module = build(
+        ["task=rte", "model=tiny-gpt2", "task.verbalizer.entailment=1", "task.verbalizer.not_entailment=[0,2]"],
+        sample_data,
+    )
+    texts, of_label = data.encoder.templates.scored_candidates(cfg.task, data.eval_examples[0])
+    assert texts == ["1", "0", "2"] and of_label == [0, 1, 1]
+
+
+def test_run_gives_the_callers_config_back_writable(train, sample_data, tmp_path):
+    from promptscale.train import compose, run
+
+    cfg = compose(
+        [*FAST, f"data.dir={sample_data}", "method=pet", "model=tiny-gpt2", "task=rte", "trainer.max_steps=1"]
+    )
+    first = run(cfg, tmp_path / "a", tmp_path / "a" / "results.jsonl")
+    cfg.seed = 1  # a notebook changes the config and runs again
+    second = run(cfg, tmp_path / "b", tmp_path / "b" / "results.jsonl")
+    assert first["status"] == second["status"] == "finished" and first["config_hash"] != second["config_hash"]

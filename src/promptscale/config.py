@@ -255,9 +255,11 @@ def check_not_overridden(cfg, overrides) -> None:
         o for o in OverridesParser.create().parse_overrides(list(overrides)) if o.key_or_group.startswith("method.")
     ]
     for override in given:
+        if override.is_delete():
+            continue
         key, value = override.key_or_group, override.value()
         name = key.removeprefix("method.")
-        if name in entry and entry[name] != value:
+        if name in entry and entry[name] != value and str(entry[name]) != str(value):
             raise ConfigError(
                 f"{key}={value} is replaced by method_overrides.{cfg.method.name}.{name}={entry[name]} "
                 f"(the experiment's setting for {cfg.method.name}); give it as "
@@ -323,10 +325,14 @@ def validate(cfg) -> None:
 
 
 def check_verbalizer(task) -> None:
-    """Each verbalizer entry is a word (text) or a non-empty list of words; one line naming the entry."""
+    """Each verbalizer entry is a word (text; a number reads as its text) or a non-empty list of
+    words; one line naming the entry."""
+    words_of = (str, int, float)  # bool is an int
     for label, value in task.verbalizer.items():
-        words = [value] if isinstance(value, str) else list(value) if isinstance(value, ListConfig | list) else None
-        if not words or not all(isinstance(w, str) and w.strip() for w in words):
+        words = (
+            [value] if isinstance(value, words_of) else list(value) if isinstance(value, ListConfig | list) else None
+        )
+        if not words or not all(isinstance(w, words_of) and str(w).strip() for w in words):
             raise ConfigError(
                 f"task {task.name}: verbalizer[{label}]={value!r} must be a word or a list of words (non-empty text)"
             )

@@ -82,6 +82,28 @@ def unlabeled(example) -> bool:
     return example.label is None and example.answers is None and example.tags is None
 
 
+def stored_config(config: dict):
+    """A finished run's recorded config, ready to rebuild the run: settings added to its method
+    since it ran get their neutral value (``results.ADDED_SETTINGS``: what the run computed), and
+    a prompt that started from a file starts at random (the trained weights replace it, and the
+    file need not exist any more)."""
+    import dataclasses
+
+    from promptscale.methods import METHODS, method_class
+    from promptscale.results import ADDED_SETTINGS
+
+    cfg = OmegaConf.create(config)
+    method = cfg.get("method") or {}
+    if method.get("name") in METHODS:
+        fields = {f.name for f in dataclasses.fields(method_class(method.name).schema)}
+        for (group, key), neutral in ADDED_SETTINGS.items():
+            if group == "method" and key in fields and key not in method:
+                method[key] = neutral
+        if method.get("init") == "file":
+            method.init = "random"
+    return cfg
+
+
 def prepare(run: Path, overrides: list[str], file: Path | None):
     """The run's config with the overrides, its hash, the weights file and the read data; all
     checked before any model loads."""
@@ -91,7 +113,7 @@ def prepare(run: Path, overrides: list[str], file: Path | None):
 
     weights = weights_of(run)
     config, key = read_weights_metadata(weights)
-    cfg = OmegaConf.create(config)
+    cfg = stored_config(config)
     apply_overrides(cfg, list(overrides))
     validate(cfg)
     data = TaskDataModule(cfg.task, cfg.data, cfg.seed)
@@ -231,7 +253,7 @@ def export(run: Path, peft_dir: Path, push_to_hub: str | None = None) -> Path:
 
     weights = weights_of(run)
     config, key = read_weights_metadata(weights)
-    cfg = OmegaConf.create(config)
+    cfg = stored_config(config)
     validate(cfg)
     from promptscale.methods import method_class
 

@@ -157,25 +157,29 @@ def run(cfg: DictConfig, out_dir: Path, results_file: Path, keep_backbone: bool 
     data.check_fit(cfg)
     # the config is final: nothing after this (method, callbacks, data module) may change what ran
     OmegaConf.set_readonly(cfg, True)
-    clock.mark("checks")
-    config["data"]["fingerprint"] = data_fingerprint(data.train_examples, data.eval_examples)
-    key = config_hash(config)
-    # every check passed: the run dir and the store's folder may now be made
-    out_dir.mkdir(parents=True, exist_ok=True)
-    Path(results_file).parent.mkdir(parents=True, exist_ok=True)
-    # rank 0 claims for the run: DDP's other processes re-run this command and must join it, not skip it
-    claim = Claim(results_file, key) if global_rank() == 0 else None
-    if claim is not None and (holder := claim.acquire()):
-        print(f"promptscale: skipping {what_run(cfg)}: {key} is being run by {holder} (claim {claim.path})")
-        return {"status": "running", "config_hash": key, "claimed_by": holder}
     try:
-        if cfg.skip_finished and (done := finished_record(results_file, key)):
-            print(f"promptscale: skipping {what_run(cfg)}: finished as {key}")
-            return done
-        return _run_claimed(cfg, data, out_dir, results_file, config, key, keep_backbone, callbacks, clock)
-    finally:
-        if claim is not None:
-            claim.release()
+        clock.mark("checks")
+        config["data"]["fingerprint"] = data_fingerprint(data.train_examples, data.eval_examples)
+        key = config_hash(config)
+        # every check passed: the run dir and the store's folder may now be made
+        out_dir.mkdir(parents=True, exist_ok=True)
+        Path(results_file).parent.mkdir(parents=True, exist_ok=True)
+        # rank 0 claims for the run: DDP's other processes re-run this command and must join it, not skip it
+        claim = Claim(results_file, key) if global_rank() == 0 else None
+        if claim is not None and (holder := claim.acquire()):
+            print(f"promptscale: skipping {what_run(cfg)}: {key} is being run by {holder} (claim {claim.path})")
+            return {"status": "running", "config_hash": key, "claimed_by": holder}
+        try:
+            if cfg.skip_finished and (done := finished_record(results_file, key)):
+                print(f"promptscale: skipping {what_run(cfg)}: finished as {key}")
+                return done
+            return _run_claimed(cfg, data, out_dir, results_file, config, key, keep_backbone, callbacks, clock)
+        finally:
+            if claim is not None:
+                claim.release()
+
+    finally:  # the caller's config object is theirs again (a notebook may change and re-run it)
+        OmegaConf.set_readonly(cfg, None)
 
 
 def _run_claimed(

@@ -24,6 +24,7 @@ import jinja2
 import jinja2.meta
 import torch
 from jinja2.sandbox import SandboxedEnvironment
+from omegaconf import ListConfig
 
 from promptscale.data.example import Example
 from promptscale.errors import ConfigError
@@ -121,8 +122,9 @@ def _where(task) -> str:
 
 def label_words(value) -> list[str]:
     """A verbalizer entry's words: one word, or a list of them (OpenPrompt's several label words
-    per class; a label's score is then the mean of its words' scores)."""
-    return [value] if isinstance(value, str) else list(value)
+    per class; a label's score is then the mean of its words' scores). Numbers are words too
+    (a YAML ``1`` reads as the text "1")."""
+    return [str(w) for w in value] if isinstance(value, ListConfig | list | tuple) else [str(value)]
 
 
 class TaskTemplates:
@@ -144,7 +146,11 @@ class TaskTemplates:
             "template": task.template,
             "delimiter": task.delimiter,
             "choice": task.choice,
-            **{f"verbalizer[{label}]": w for label, ws in words.items() for w in ws},
+            **{
+                f"verbalizer[{label}]" + (f"[{i}]" if len(ws) > 1 else ""): w
+                for label, ws in words.items()
+                for i, w in enumerate(ws)
+            },
         }
         for key, text in self.sources.items():
             old = FORMAT_FIELD.search(text)
@@ -491,6 +497,6 @@ def check_template(task, example: Example, source: str) -> None:
         templates.prompt_text(example.fields)
         templates.delimiter_text(example.fields)
         if task.kind != "classification" or all(label in templates.verbalizer for label in task.labels):
-            templates.candidates(task, example)
+            templates.scored_candidates(task, example)
     except (jinja2.TemplateError, TypeError, ValueError) as e:
         raise ConfigError(f"{templates.where}: rendering record {example.guid} of {source} fails: {e}") from None

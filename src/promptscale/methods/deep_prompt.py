@@ -22,7 +22,7 @@ class DeepPrompt(nn.Module):
     reparameterization, p embeddings -> MLP(d -> hidden -> layers*2*kv_heads*head_dim, tanh),
     which :meth:`fold` replaces by its output once training ends.
 
-    ``dropout``: in training, each example's copy of the prefixes is dropped out (P-Tuning v2's code
+    ``dropout``: in training, each input row's copy of the prefixes is dropped out (P-Tuning v2's code
     applies the encoder's hidden dropout to its past key/values; Li & Liang's ``prefix_dropout``)."""
 
     def __init__(
@@ -63,7 +63,7 @@ class DeepPrompt(nn.Module):
         for layer, (keys, values) in enumerate(self.table().to(dtype)):
             expand = (batch_size, -1, -1, -1)
             keys, values = keys.unsqueeze(0).expand(*expand), values.unsqueeze(0).expand(*expand)
-            if self.dropout.p and self.training:  # a mask per example, as over a batch of hidden states
+            if self.dropout.p and self.training:  # a mask per row (an example, or a candidate's own row)
                 keys, values = self.dropout(keys), self.dropout(values)
             cache.update(keys, values, layer)
         return cache
