@@ -221,3 +221,17 @@ def test_a_run_from_a_file_prompt_evaluates_without_the_file(train, sample_data,
     source.unlink()
     result = evaluate(tmp_path / "transfer" / "run", [f"data.dir={sample_data}"])
     assert result["score"] == pytest.approx(record["score"])
+
+
+def test_added_settings_neutral_values_are_the_schema_defaults():
+    """ADDED_SETTINGS repeats each new setting's default (results.py stays free of the method
+    modules): the two must agree, or a default run would hash as a non-default one."""
+    import dataclasses
+
+    from promptscale.methods import method_schemas
+    from promptscale.results import ADDED_SETTINGS
+
+    for (group, key), neutral in ADDED_SETTINGS.items():
+        assert group == "method"
+        defaults = [f.default for s in method_schemas().values() for f in dataclasses.fields(s) if f.name == key]
+        assert defaults and all(d == neutral for d in defaults), key

@@ -123,7 +123,7 @@ def init_file(module: PromptTuning, generator: torch.Generator, rows: int) -> to
     from safetensors.torch import load_file
 
     path = module.hp.init_file
-    prompt = load_file(path)[prompt_key(path)].float()
+    prompt = load_file(path)[stored_prompt(path)[0]].float()
     if tuple(prompt.shape) != (rows, module.backbone.hidden_size):
         raise ConfigError(
             f"method.init_file={path}: a prompt of shape {tuple(prompt.shape)}, this run needs "
@@ -132,24 +132,25 @@ def init_file(module: PromptTuning, generator: torch.Generator, rows: int) -> to
     return prompt
 
 
-def prompt_key(path: str) -> str:
-    """Which of PROMPT_KEYS the safetensors file holds (ConfigError naming the file if none or no file)."""
+def stored_prompt(path: str) -> tuple[str, list[int]]:
+    """Which of PROMPT_KEYS the safetensors file holds, and its shape, read from the file's header
+    (ConfigError naming the file if it is unreadable or holds no 2-D prompt)."""
     from safetensors import SafetensorError, safe_open
 
     try:
         with safe_open(path, framework="pt") as f:
-            keys, shapes = list(f.keys()), {k: f.get_slice(k).get_shape() for k in f.keys()}
+            keys = list(f.keys())
+            key = next((k for k in PROMPT_KEYS if k in keys), None)
+            shape = f.get_slice(key).get_shape() if key else None
     except (OSError, SafetensorError) as err:
         raise ConfigError(f"method.init_file={path}: not a readable safetensors file ({err})") from None
-    found = [k for k in PROMPT_KEYS if k in keys]
-    if not found:
+    if key is None:
         raise ConfigError(
             f"method.init_file={path}: no prompt in it (keys {', '.join(PROMPT_KEYS)}; it has {keys[:5]})"
         )
-    shape = shapes[found[0]]
     if len(shape) != 2:
-        raise ConfigError(f"method.init_file={path}: {found[0]} has shape {shape}, not (prompt_length, width)")
-    return found[0]
+        raise ConfigError(f"method.init_file={path}: {key} has shape {shape}, not (prompt_length, width)")
+    return key, shape
 
 
 PROMPT_INITS = {
@@ -199,11 +200,7 @@ class PromptTuning(AdaptationModule):
             if not cfg.method.init_file:
                 raise ConfigError("method.init=file needs method.init_file (a trained prompt's safetensors file)")
             # before any model loads: the file holds a prompt of this length
-            from safetensors import safe_open
-
-            key = prompt_key(cfg.method.init_file)
-            with safe_open(cfg.method.init_file, framework="pt") as f:
-                rows = f.get_slice(key).get_shape()[0]
+            rows = stored_prompt(cfg.method.init_file)[1][0]
             if rows != cfg.method.prompt_length:
                 raise ConfigError(
                     f"method.init_file={cfg.method.init_file}: a prompt of {rows} tokens, "
