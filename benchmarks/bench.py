@@ -66,7 +66,9 @@ def parse_args(argv: list[str] | None):
     parser.add_argument("--methods", help="comma-separated subset of " + ",".join(METHODS))
     parser.add_argument("--batch-size", type=int)
     parser.add_argument("--seq-len", type=int)
-    parser.add_argument("--pairs", type=int, help="alternating (promptscale, reference) timed pairs")
+    parser.add_argument(
+        "--pairs", type=int, help="timed rounds of (promptscale, (a), (b)), each step after one of its own side"
+    )
     parser.add_argument("--warmup", type=int, help="untimed steps of each side first (>= 1)")
     parser.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
     parser.add_argument(
@@ -215,8 +217,9 @@ def _bench(args) -> Path:
         "",
         f"- Hardware: {hardware_line(device, 'bf16 autocast' if dtype == 'bf16' else 'fp32')}",
         f"- 1-minute load average at start: {load:.2f} (torch threads: `--threads`, by default the cores idle at start)",
-        f"- Each step: {args.warmup} untimed warm-up step(s) per side, then {args.pairs} alternating pair(s) "
-        "(promptscale, reference); medians.",
+        f"- Each step: {args.warmup} untimed warm-up step(s) per side, then {args.pairs} round(s) of "
+        "(promptscale, (a), (b)), each side's timed step right after an untimed one of its own (the "
+        "steady state of training); medians.",
         f"- Task: RTE in the sample data's words, premises long enough that every batch is exactly {args.seq_len} tokens.",
     ]
     if device.type != "cuda":

@@ -91,7 +91,7 @@ def build_reference(cfg, tokenizer, device: torch.device):
         model = peft.get_peft_model(model, config)
     model.to(device).train()
     params = [p for p in model.parameters() if p.requires_grad]
-    optimizer = torch.optim.AdamW(params, lr=hp.lr)
+    optimizer = torch.optim.AdamW(params, lr=hp.lr, weight_decay=hp.weight_decay)  # promptscale's
     return model, optimizer, what
 
 

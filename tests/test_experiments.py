@@ -69,11 +69,24 @@ def _method(experiment: str, method: str, model: str | None = None) -> dict:
         ("cpu_scale", "prompt_tuning", "gemma3-270m", {"lr": 0.3, "init": "class_label"}),
         ("cpu_scale", "ptuning_v2", None, {"head": "lm", "lr": 1e-2}),
         ("cpu_scale", "prefix_tuning", None, {"lr": 5e-3, "reparam_hidden": 512}),
+        ("prompt_init_cpu", "prompt_tuning", None, {"lr": 0.3, "optimizer": "adafactor", "init": "random"}),
+        ("prompt_init_cpu", "icl", None, {"shots": 0}),
     ],
 )
 def test_experiments_give_each_method_its_own_settings(experiment, method, model, expected):
     settings = _method(experiment, method, model)
     assert {k: settings[k] for k in expected} == expected
+
+
+def test_prompt_init_cpu_shares_its_p20_class_label_cell_with_cpu_scale():
+    # the README compares the two experiments' CB prompt-tuning cell: everything that runs is the same
+    pick = ("model", "task", "method", "data", "trainer", "seed")
+    init = compose_train(["experiment=prompt_init_cpu", "method.init=class_label", "method.prompt_length=20"])
+    scale = compose_train(["experiment=cpu_scale", "method=prompt_tuning", "task=cb"])
+    for cfg in (init, scale):
+        validate(cfg)
+    ran = OmegaConf.to_container(init)
+    assert {k: ran[k] for k in pick} == {k: OmegaConf.to_container(scale)[k] for k in pick}
 
 
 # ---- method_overrides: method-specific keys across a sweep of methods ---------------------------
