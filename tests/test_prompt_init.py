@@ -223,6 +223,31 @@ def test_a_run_from_a_file_prompt_evaluates_without_the_file(train, sample_data,
     assert result["score"] == pytest.approx(record["score"])
 
 
+def test_a_file_prompt_run_hashes_the_file_contents_not_its_path(train, tmp_path):
+    """Re-training the source prompt into the same path makes the transfer another run: a sweep
+    re-run trains it again instead of skipping it as finished; the same contents are skipped."""
+    import shutil
+
+    from promptscale.evaluate import weights_of
+
+    overrides = ["method=prompt_tuning", "model=tiny-llama", "method.prompt_length=4"]
+    source = tmp_path / "prompt.safetensors"
+    transfer = [*overrides, "method.init=file", f"method.init_file={source}"]
+    train([*overrides, "seed=0"], tmp_path / "seed0")
+    shutil.copy(weights_of(tmp_path / "seed0" / "run"), source)
+    first = train(transfer, tmp_path / "transfer")
+    again = train(transfer, tmp_path / "transfer")
+    train([*overrides, "seed=1"], tmp_path / "seed1")
+    shutil.copy(weights_of(tmp_path / "seed1" / "run"), source)  # the same path, another prompt
+    other = train(transfer, tmp_path / "transfer")
+    assert first["status"] == again["status"] == other["status"] == "finished"
+    assert again["config_hash"] == first["config_hash"] and again["finished_at"] == first["finished_at"]  # skipped
+    assert other["config_hash"] != first["config_hash"]
+    assert first["config"]["inputs"]["method.init_file"] != other["config"]["inputs"]["method.init_file"]
+    lines = (tmp_path / "transfer" / "run" / "results.jsonl").read_text().splitlines()
+    assert len(lines) == 2
+
+
 def test_added_settings_neutral_values_are_the_schema_defaults():
     """ADDED_SETTINGS repeats each new setting's default (results.py stays free of the method
     modules): the two must agree, or a default run would hash as a non-default one."""

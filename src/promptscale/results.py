@@ -173,9 +173,21 @@ def data_fingerprint(*splits) -> str:
     return digest.hexdigest()[:16]
 
 
+def file_digests(files: dict[str, str]) -> dict[str, str]:
+    """Config key -> 16-hex SHA-256 of the contents of the file it names."""
+    digests = {}
+    for key, path in files.items():
+        digest = hashlib.sha256()
+        with open(path, "rb") as f:
+            for block in iter(lambda: f.read(1 << 20), b""):
+                digest.update(block)
+        digests[key] = digest.hexdigest()[:16]
+    return digests
+
+
 def config_hash(config: dict) -> str:
-    """Stable 12-hex hash of the resolved config (with ``data.fingerprint``, the examples read),
-    without the keys in NOT_IDENTITY, nor the ADDED_SETTINGS at their neutral value."""
+    """Stable 12-hex hash of the resolved config (with ``data.fingerprint``, the examples read, and
+    ``inputs``, the digests of the other files the run reads), without the keys in NOT_IDENTITY, nor the ADDED_SETTINGS at their neutral value."""
     identity = {}
     for key, value in config.items():
         if key in NOT_IDENTITY and NOT_IDENTITY[key] is None:

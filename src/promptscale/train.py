@@ -129,7 +129,7 @@ def run(cfg: DictConfig, out_dir: Path, results_file: Path, keep_backbone: bool 
 
     Bad input raises PromptscaleError before any model loads and writes nothing; so does a run
     dir or store that cannot be written. The config hash covers the examples read
-    (``data.fingerprint``). A run claims its hash in the store (:class:`Claim`): a hash that
+    (``data.fingerprint``) and the contents of other files the method reads (``inputs``). A run claims its hash in the store (:class:`Claim`): a hash that
     another process is running is skipped (status ``running``, nothing written), one that has a
     finished line too (``skip_finished``). A run that fails after that writes a ``failed`` line
     with the error, then re-raises; one stopped by SIGTERM or SIGINT writes nothing and raises
@@ -139,7 +139,15 @@ def run(cfg: DictConfig, out_dir: Path, results_file: Path, keep_backbone: bool 
     backbone in memory for the next runs of this process (an in-process sweep); ``callbacks``
     join the fit Trainer's."""
     from promptscale.quiet import silence_known_notices
-    from promptscale.results import Claim, check_finite, check_writable, config_hash, data_fingerprint, finished_record
+    from promptscale.results import (
+        Claim,
+        check_finite,
+        check_writable,
+        config_hash,
+        data_fingerprint,
+        file_digests,
+        finished_record,
+    )
 
     clock = StartupClock()
     silence_known_notices()
@@ -160,6 +168,8 @@ def run(cfg: DictConfig, out_dir: Path, results_file: Path, keep_backbone: bool 
     try:
         clock.mark("checks")
         config["data"]["fingerprint"] = data_fingerprint(data.train_examples, data.eval_examples)
+        if files := method_class(cfg.method.name).input_files(cfg):
+            config["inputs"] = file_digests(files)
         key = config_hash(config)
         # every check passed: the run dir and the store's folder may now be made
         out_dir.mkdir(parents=True, exist_ok=True)

@@ -61,6 +61,12 @@ class AdaptationModule(L.LightningModule):
         """Checks that need the read splits (still before any model loads)."""
 
     @classmethod
+    def input_files(cls, cfg) -> dict[str, str]:
+        """Config key -> file, for the files beside the data whose contents this run reads: their
+        digests join the config hash (the same path with other contents is another run)."""
+        return {}
+
+    @classmethod
     def apply_to_task(cls, cfg) -> None:
         """Rewrite the task's config where the method changes how it is read: ``method.pattern``
         (an index or a name) swaps in one of the task's hard prompts (and its verbalizer, delimiter

@@ -207,6 +207,10 @@ class PromptTuning(AdaptationModule):
                     f"method.prompt_length={cfg.method.prompt_length}"
                 )
 
+    @classmethod
+    def input_files(cls, cfg) -> dict[str, str]:
+        return {"method.init_file": cfg.method.init_file} if cfg.method.init == "file" else {}
+
     def setup_method(self) -> None:
         self.backbone.requires_grad_(self.hp.tune_lm)
         generator = torch.Generator().manual_seed(self.cfg.seed)
