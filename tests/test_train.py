@@ -523,3 +523,21 @@ def test_run_gives_the_callers_config_back_writable(train, sample_data, tmp_path
     cfg.seed = 1  # a notebook changes the config and runs again
     second = run(cfg, tmp_path / "b", tmp_path / "b" / "results.jsonl")
     assert first["status"] == second["status"] == "finished" and first["config_hash"] != second["config_hash"]
+
+
+def test_a_results_line_records_what_reading_the_data_decided(train, sample_data, tmp_path):
+    """A generic CoNLL task's tag set comes from its files: the line holds it. For every other
+    task reading changes nothing in the config, so stored runs keep their hashes."""
+    from omegaconf import OmegaConf
+
+    from promptscale.data.datamodule import TaskDataModule
+    from promptscale.train import compose
+
+    record = train(["task=conll", "task.name=mine", "task.folder=conll2003", "method=finetune"], tmp_path)
+    labels = record["config"]["task"]["labels"]
+    assert record["status"] == "finished" and labels[0] == "O" and "B-PER" in labels
+    for task in ("cb", "rte", "copa", "conll03"):
+        cfg = compose([*FAST, f"data.dir={sample_data}", f"task={task}"])
+        before = OmegaConf.to_container(cfg, resolve=True)
+        TaskDataModule(cfg.task, cfg.data, cfg.seed).read()
+        assert OmegaConf.to_container(cfg, resolve=True) == before, task

@@ -153,7 +153,6 @@ def run(cfg: DictConfig, out_dir: Path, results_file: Path, keep_backbone: bool 
     silence_known_notices()
     check_finite(OmegaConf.to_container(cfg, resolve=True))
     validate(cfg)
-    config = OmegaConf.to_container(cfg, resolve=True)
     check_writable(results_file, out_dir)  # before anything is read or loaded (the tokenizer, for check_fit)
     from promptscale.data.datamodule import TaskDataModule
 
@@ -167,6 +166,8 @@ def run(cfg: DictConfig, out_dir: Path, results_file: Path, keep_backbone: bool 
     OmegaConf.set_readonly(cfg, True)
     try:
         clock.mark("checks")
+        # what ran, with what the data decided (a generic CoNLL task's tag set is read from its files)
+        config = OmegaConf.to_container(cfg, resolve=True)
         config["data"]["fingerprint"] = data_fingerprint(data.train_examples, data.eval_examples)
         if files := method_class(cfg.method.name).input_files(cfg):
             config["inputs"] = file_digests(files)
