@@ -14,8 +14,9 @@ on a GPU) and each trainable method:
   ``requires_grad`` on all weights for fine-tuning: (a) with logits over the vocabulary at every
   position, as a PEFT user first writes it, and (b) with logits at the answer positions only
   (``logits_to_keep``), the same work promptscale does: promptscale / (b) is its overhead. The
-  three alternate in rounds after warm-up steps in one process; each is the median of the rounds,
-  a ratio the median of the per-round ratios;
+  three take turns in rounds after warm-up steps in one process, each side's timed step right
+  after an untimed step of its own (as in training); each is the median of the rounds, a ratio the
+  median of the per-round ratios;
 * **floor**: a no-grad forward of the bare model on the batch, and step / forward;
 * peak memory (RSS on CPU, ``torch.cuda.max_memory_allocated`` on a GPU) from just before the
   model is built through its first training step, trainable parameters, optimizer-state bytes,
