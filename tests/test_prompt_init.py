@@ -260,3 +260,12 @@ def test_added_settings_neutral_values_are_the_schema_defaults():
         assert group == "method"
         defaults = [f.default for s in method_schemas().values() for f in dataclasses.fields(s) if f.name == key]
         assert defaults and all(d == neutral for d in defaults), key
+
+
+def test_an_unreadable_input_file_is_one_line_naming_its_key(tmp_path):
+    from promptscale.errors import ConfigError
+    from promptscale.results import file_digests
+
+    with pytest.raises(ConfigError, match=r"^method.init_file=.*gone.safetensors: cannot be read") as info:
+        file_digests({"method.init_file": str(tmp_path / "gone.safetensors")})
+    assert "\n" not in str(info.value)

@@ -174,13 +174,17 @@ def data_fingerprint(*splits) -> str:
 
 
 def file_digests(files: dict[str, str]) -> dict[str, str]:
-    """Config key -> 16-hex SHA-256 of the contents of the file it names."""
+    """Config key -> 16-hex SHA-256 of the contents of the file it names (ConfigError naming the
+    key if it cannot be read)."""
     digests = {}
     for key, path in files.items():
         digest = hashlib.sha256()
-        with open(path, "rb") as f:
-            for block in iter(lambda: f.read(1 << 20), b""):
-                digest.update(block)
+        try:
+            with open(path, "rb") as f:
+                for block in iter(lambda: f.read(1 << 20), b""):
+                    digest.update(block)
+        except OSError as err:
+            raise ConfigError(f"{key}={path}: cannot be read ({err.strerror or err})") from None
         digests[key] = digest.hexdigest()[:16]
     return digests
 
