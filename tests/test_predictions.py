@@ -184,7 +184,7 @@ def test_two_sweeps_in_one_sweep_dir_keep_each_runs_files(sample_data, tmp_path)
     import subprocess
 
     from conftest import TRAIN_CLI
-    from promptscale.predictions import file_sha256
+    from promptscale.files import file_sha256
 
     sweep = tmp_path / "sweep"
     common = [f"data.dir={sample_data}", "logger=none", "trainer.max_steps=1", "trainer.enable_progress_bar=false",

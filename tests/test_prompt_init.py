@@ -1,12 +1,15 @@
 """Lester et al.'s prompt initializations produce exactly the rows they promise."""
 
+import json
 import logging
 
 import pytest
 import torch
+from omegaconf import OmegaConf
 from tokenizers import Tokenizer, models
 from transformers import PreTrainedTokenizerFast
 
+from promptscale.errors import ConfigError
 from promptscale.methods.prompt_tuning import PromptTuning, frequent_token_ids
 from promptscale.models import load_backbone
 from promptscale.train import compose
@@ -243,9 +246,69 @@ def test_a_file_prompt_run_hashes_the_file_contents_not_its_path(train, tmp_path
     assert first["status"] == again["status"] == other["status"] == "finished"
     assert again["config_hash"] == first["config_hash"] and again["finished_at"] == first["finished_at"]  # skipped
     assert other["config_hash"] != first["config_hash"]
-    assert first["config"]["inputs"]["method.init_file"] != other["config"]["inputs"]["method.init_file"]
+    assert first["config"]["file_digests"]["method.init_file"] != other["config"]["file_digests"]["method.init_file"]
     lines = (tmp_path / "transfer" / "run" / "results.jsonl").read_text().splitlines()
     assert len(lines) == 2
+    # the same prompt under another path is the same run
+    moved = tmp_path / "elsewhere.safetensors"
+    shutil.copy(source, moved)
+    same = train([*overrides, "method.init=file", f"method.init_file={moved}"], tmp_path / "transfer")
+    assert same["config_hash"] == other["config_hash"] and same["finished_at"] == other["finished_at"]
+
+
+def test_an_input_file_changed_while_a_run_starts_fails_it(train, tmp_path, monkeypatch):
+    """The digest is taken before the model loads, the file read while the method is built: a
+    file rewritten in between fails the run with one line, never a result under the old hash."""
+    import shutil
+
+    import promptscale.models as models
+    from promptscale.evaluate import weights_of
+
+    overrides = ["method=prompt_tuning", "model=tiny-llama", "method.prompt_length=4"]
+    train([*overrides, "seed=0"], tmp_path / "seed0")
+    train([*overrides, "seed=1"], tmp_path / "seed1")
+    source = tmp_path / "prompt.safetensors"
+    shutil.copy(weights_of(tmp_path / "seed0" / "run"), source)
+    load = models.load_backbone
+
+    def load_then_retrain(*args, **kwargs):
+        shutil.copy(weights_of(tmp_path / "seed1" / "run"), source)  # another job re-trains the source
+        return load(*args, **kwargs)
+
+    monkeypatch.setattr(models, "load_backbone", load_then_retrain)
+    with pytest.raises(ConfigError, match=r"method.init_file=.*: changed while the run started") as info:
+        train([*overrides, "method.init=file", f"method.init_file={source}"], tmp_path / "transfer")
+    assert "\n" not in str(info.value)
+    lines = [json.loads(line) for line in (tmp_path / "transfer" / "run" / "results.jsonl").read_text().splitlines()]
+    assert [line["status"] for line in lines] == ["failed"]
+
+
+@pytest.mark.parametrize(
+    "method,key",
+    [("prompt_tuning", "init_file"), ("cot", "demonstrations_file")],
+)
+def test_every_input_file_hashes_by_contents(method, key, tmp_path):
+    """The siblings: each method's files beside the data are hashed by contents, not path."""
+    from promptscale.methods import method_class
+    from promptscale.results import config_hash, file_digests
+
+    cfg = compose(
+        [f"method={method}", "model=tiny-llama", *(["method.init=file"] if method == "prompt_tuning" else [])]
+    )
+    a, b = tmp_path / "a", tmp_path / "b"
+    a.write_text("one")
+    b.write_text("one")
+
+    def hashed(path):
+        cfg.method[key] = str(path)
+        config = OmegaConf.to_container(cfg, resolve=True)
+        config["file_digests"] = file_digests(method_class(method).input_files(cfg))
+        return config_hash(config)
+
+    assert hashed(a) == hashed(b)
+    assert list(method_class(method).input_files(cfg)) == [f"method.{key}"]
+    b.write_text("two")
+    assert hashed(a) != hashed(b)
 
 
 def test_added_settings_neutral_values_are_the_schema_defaults():

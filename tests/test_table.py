@@ -179,6 +179,22 @@ def test_varying_method_settings_make_rows(tmp_path):
     assert [r[-3] for r in table.rows] == ["160", "640", "3,200"]
 
 
+def test_prompts_from_files_are_rows_by_their_contents_not_their_paths(tmp_path):
+    def transfer(seed, path, digest):
+        record = pt("m", SMALL, "cb", seed, 0.5 + seed / 100, init="file", init_file=path)
+        record["config"]["file_digests"] = {"method.init_file": digest}
+        record["config_hash"] = config_hash(record["config"])
+        return record
+
+    records = [transfer(0, "/a/p.safetensors", "1" * 16), transfer(1, "/b/p.safetensors", "1" * 16),
+               transfer(0, "/a/p.safetensors", "2" * 16)]  # fmt: skip
+    (table,) = build_tables(load([write_store(tmp_path / "r.jsonl", records)]))
+    assert [r[0] for r in table.rows] == [
+        f"prompt_tuning (init_file=sha256:{'1' * 16})",
+        f"prompt_tuning (init_file=sha256:{'2' * 16})",
+    ]
+
+
 def test_files_are_written(scale_store, tmp_path):
     out = tmp_path / "out"
     text = render([scale_store], out)

@@ -162,7 +162,7 @@ def _validate(cfg, module, backbone, data, out_dir: Path) -> dict:
 
 def evaluation_config(cfg, key: str, file: Path | None, kind: str) -> tuple[dict, str]:
     """The evaluation's config (the run's, with its overrides and what it evaluates) and hash."""
-    from promptscale.predictions import file_sha256
+    from promptscale.files import file_sha256
     from promptscale.results import config_hash
 
     config = OmegaConf.to_container(cfg, resolve=True)

@@ -91,14 +91,6 @@ def read_predictions(path: Path) -> list[dict]:
         return [json.loads(line) for line in f if line.strip()]
 
 
-def file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def stored_path(path: Path, results_file: Path) -> str:
     """``path`` relative to the results file's folder when inside it, else absolute."""
     path, root = Path(path).resolve(), Path(results_file).resolve().parent

@@ -176,22 +176,22 @@ def data_fingerprint(*splits) -> str:
 def file_digests(files: dict[str, str]) -> dict[str, str]:
     """Config key -> 16-hex SHA-256 of the contents of the file it names (ConfigError naming the
     key if it cannot be read)."""
+    from promptscale.files import file_sha256
+
     digests = {}
     for key, path in files.items():
-        digest = hashlib.sha256()
         try:
-            with open(path, "rb") as f:
-                for block in iter(lambda: f.read(1 << 20), b""):
-                    digest.update(block)
+            digests[key] = file_sha256(path)[:16]
         except OSError as err:
             raise ConfigError(f"{key}={path}: cannot be read ({err.strerror or err})") from None
-        digests[key] = digest.hexdigest()[:16]
     return digests
 
 
 def config_hash(config: dict) -> str:
-    """Stable 12-hex hash of the resolved config (with ``data.fingerprint``, the examples read, and
-    ``inputs``, the digests of the other files the run reads), without the keys in NOT_IDENTITY, nor the ADDED_SETTINGS at their neutral value."""
+    """Stable 12-hex hash of the resolved config (with ``data.fingerprint``, the examples read,
+    and ``file_digests``, the contents' digests of other files the run reads, which stand for those
+    files' paths), without the keys in NOT_IDENTITY, nor the ADDED_SETTINGS at their neutral value."""
+    digested = set(config.get("file_digests") or {})  # "method.init_file": the digest, not the path
     identity = {}
     for key, value in config.items():
         if key in NOT_IDENTITY and NOT_IDENTITY[key] is None:
@@ -199,7 +199,11 @@ def config_hash(config: dict) -> str:
         if key in NOT_IDENTITY:
             value = {k: v for k, v in value.items() if k not in NOT_IDENTITY[key]}
         if isinstance(value, dict):
-            value = {k: v for k, v in value.items() if ADDED_SETTINGS.get((key, k), ...) != v}
+            value = {
+                k: v
+                for k, v in value.items()
+                if ADDED_SETTINGS.get((key, k), ...) != v and f"{key}.{k}" not in digested
+            }
         identity[key] = value
     return hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()[:12]
 

@@ -30,7 +30,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from promptscale import __version__
 from promptscale.config import check_not_overridden, register_configs, validate
-from promptscale.errors import PromptscaleError
+from promptscale.errors import ConfigError, PromptscaleError
 from promptscale.files import atomic_path
 from promptscale.tracking import make_logger
 
@@ -129,7 +129,7 @@ def run(cfg: DictConfig, out_dir: Path, results_file: Path, keep_backbone: bool 
 
     Bad input raises PromptscaleError before any model loads and writes nothing; so does a run
     dir or store that cannot be written. The config hash covers the examples read
-    (``data.fingerprint``) and the contents of other files the method reads (``inputs``). A run claims its hash in the store (:class:`Claim`): a hash that
+    (``data.fingerprint``) and the contents of other files the method reads (``file_digests``). A run claims its hash in the store (:class:`Claim`): a hash that
     another process is running is skipped (status ``running``, nothing written), one that has a
     finished line too (``skip_finished``). A run that fails after that writes a ``failed`` line
     with the error, then re-raises; one stopped by SIGTERM or SIGINT writes nothing and raises
@@ -170,7 +170,7 @@ def run(cfg: DictConfig, out_dir: Path, results_file: Path, keep_backbone: bool 
         config = OmegaConf.to_container(cfg, resolve=True)
         config["data"]["fingerprint"] = data_fingerprint(data.train_examples, data.eval_examples)
         if files := method_class(cfg.method.name).input_files(cfg):
-            config["inputs"] = file_digests(files)
+            config["file_digests"] = file_digests(files)
         key = config_hash(config)
         # every check passed: the run dir and the store's folder may now be made
         out_dir.mkdir(parents=True, exist_ok=True)
@@ -391,6 +391,7 @@ def _train(
 
     from promptscale.methods import method_class
     from promptscale.models import load_backbone
+    from promptscale.results import file_digests
     from promptscale.resume import (
         Interruption,
         Resume,
@@ -408,6 +409,12 @@ def _train(
     clock.mark("setup")
     backbone = load_backbone(cfg.model, keep=keep_backbone)
     module = method_class(cfg.method.name)(cfg, backbone)
+    # the module has read its input files: they must still hold the contents the hash names
+    if (files := type(module).input_files(cfg)) and file_digests(files) != config.get("file_digests"):
+        named = ", ".join(f"{k}={v}" for k, v in files.items())
+        raise ConfigError(
+            f"{named}: changed while the run started (its hash names what was there before); run it again"
+        )
     data.attach(backbone.tokenizer, cfg.model.family, cfg.method.head)
     clock.mark("model")
 

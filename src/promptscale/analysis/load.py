@@ -153,6 +153,10 @@ def _to_run(record: dict, store: Path, source: str) -> Run:
     data = config.get("data") or {}
     method_config = dict(config.get("method") or {})
     method_config.pop("name", None)
+    for key, digest in (config.get("file_digests") or {}).items():  # a file read is its contents, not its path
+        group, _, name = key.partition(".")
+        if group == "method":
+            method_config[name] = f"sha256:{digest}"
     params = record.get("model_params") or (config.get("model") or {}).get("params") or record.get("total_params")
     finished = record.get("status") == "finished"
     score = float(record["score"]) if finished else math.nan

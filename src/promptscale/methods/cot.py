@@ -93,6 +93,11 @@ class CoT(AdaptationModule):
             )
         check_min(cfg.method, "max_new_tokens", 1)
 
+    @classmethod
+    def input_files(cls, cfg) -> dict[str, str]:
+        file = cfg.method.demonstrations_file
+        return {"method.demonstrations_file": file} if file else {}
+
     def setup_method(self) -> None:
         self.backbone.requires_grad_(False)
         demos = load_demonstrations(self.cfg)[: self.hp.shots]
