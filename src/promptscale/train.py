@@ -47,7 +47,7 @@ def hydra_paths(cfg) -> tuple[Path, Path]:
     hydra_cfg = HydraConfig.get()
     out_dir = Path(hydra_cfg.runtime.output_dir)
     root = Path(hydra_cfg.sweep.dir) if hydra_cfg.mode == RunMode.MULTIRUN else out_dir
-    return out_dir, root / cfg.results_file
+    return out_dir, Path(os.path.normpath(root / cfg.results_file))  # "run/../results.jsonl": the sweep's
 
 
 def compose(overrides: list[str] = ()) -> DictConfig:
