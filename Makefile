@@ -113,7 +113,7 @@ matrix: install
 
 # Speed, memory and storage of every method vs the PEFT loops and the forward floor, sweep throughput,
 # start-up, and zero-shot evaluation against lm-eval (the peer venv; RTE val from PROMPTSCALE_DATA_DIR)
-# -> BENCHMARKS.md (~20 min on 2 idle CPU cores); e.g. BENCH_ARGS="--quick" (smoke run) or "--pairs 5 --threads 2".
+# -> BENCHMARKS.md (~30 min on 2 idle CPU cores); e.g. BENCH_ARGS="--quick" (smoke run) or "--pairs 9 --threads 2".
 bench: install $(PEER_VENV)/.installed
 	$(PY) -m benchmarks.bench --out BENCHMARKS.md --lm-eval-python $(PEER_VENV)/bin/python $(BENCH_ARGS)
 
