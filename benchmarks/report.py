@@ -66,7 +66,8 @@ def model_section(model_name: str, results: list[MethodResult], floor: dict, arg
     lines += [
         "",
         "ratios: medians over the rounds of promptscale / reference (each round runs promptscale, (a), (b), "
-        "each side's timed step right after an untimed step of its own, as in training); ratio to (a) is what a user gains or loses against the PEFT loop they would write; ratio to (b) is "
+        "each side's timed step right after an untimed step of its own, as in training); ratio to (a) is "
+        "what a user gains or loses against the PEFT loop they would write; ratio to (b) is "
         "promptscale's own overhead against the same work done by hand; ratio to forward: "
         "promptscale step / the no-grad forward; peak memory: from just before the model is built through its first "
         "training step (weights, activations, gradients, optimizer state); checkpoint: the Lightning state dict after "

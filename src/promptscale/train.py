@@ -129,7 +129,8 @@ def run(cfg: DictConfig, out_dir: Path, results_file: Path, keep_backbone: bool 
 
     Bad input raises PromptscaleError before any model loads and writes nothing; so does a run
     dir or store that cannot be written. The config hash covers the examples read
-    (``data.fingerprint``) and the contents of other files the method reads (``file_digests``). A run claims its hash in the store (:class:`Claim`): a hash that
+    (``data.fingerprint``) and the contents of other files the method reads (``file_digests``).
+    A run claims its hash in the store (:class:`Claim`): a hash that
     another process is running is skipped (status ``running``, nothing written), one that has a
     finished line too (``skip_finished``). A run that fails after that writes a ``failed`` line
     with the error, then re-raises; one stopped by SIGTERM or SIGINT writes nothing and raises
