@@ -24,7 +24,7 @@ from benchmarks.steps import build_ours, fixed_length_data, our_step
 def bench_icl(args, model_name: str, samples: Path, cache_dir: Path, device, dtype) -> dict:
     from promptscale.config import validate
     from promptscale.data.datamodule import TaskDataModule
-    from promptscale.methods.icl import ICL
+    from promptscale.methods.icl.model import ICL
     from promptscale.models import load_backbone
     from promptscale.train import compose
 

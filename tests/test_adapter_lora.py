@@ -14,7 +14,7 @@ import torch
 
 from promptscale.errors import ConfigError
 from promptscale.methods import method_class
-from promptscale.methods.adapter import adapter_param_count, is_norm
+from promptscale.methods.adapter.model import adapter_param_count, is_norm
 from promptscale.models import load_backbone
 from promptscale.train import compose
 

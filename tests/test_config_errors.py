@@ -194,3 +194,23 @@ def test_cli_bad_data_one_line(tmp_path, data_copy):
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1, proc.stderr
     assert lines[0].startswith(f"promptscale: error: {path}:7: malformed JSON")
+
+
+@pytest.mark.parametrize("args", [["--help"], ["method=lora", "method.rr=4"], ["task=nope"]])
+def test_help_and_hydra_errors_import_neither_torch_nor_lightning(tmp_path, args):
+    """``--help`` and what Hydra refuses are answered from the config schemas alone: a method's
+    settings live apart from its module (``methods/<name>/config.py``), so registering them imports
+    neither torch nor lightning (seconds of imports that only a run needs)."""
+    import sys
+
+    code = (
+        f"import sys; sys.argv = ['promptscale-train', *{args!r}]\n"
+        "from promptscale.train import main\n"
+        "try:\n    main()\nexcept SystemExit as done:\n    code = done.code\n"
+        "print(code, [m for m in ('torch', 'lightning', 'transformers') if m in sys.modules])"
+    )
+    env = dict(os.environ, WANDB_MODE="disabled")
+    proc = subprocess.run(
+        [sys.executable, "-c", code], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120
+    )
+    assert proc.stdout.strip().splitlines()[-1] == f"{0 if args == ['--help'] else 1} []", proc.stdout + proc.stderr

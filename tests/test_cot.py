@@ -7,7 +7,7 @@ import pytest
 from conftest import build_run
 from promptscale.config import validate
 from promptscale.errors import ConfigError
-from promptscale.methods.cot import extract_answer
+from promptscale.methods.cot.model import extract_answer
 from promptscale.train import compose
 
 DEMO = '[{fields: {premise: "Ann moved to Lima.", hypothesis: "Ann lives in Lima."}, rationale: "She moved there.", answer: "Yes"}]'

@@ -3,7 +3,8 @@ here the way the README's steps say, runs through the same validation, support m
 step and prediction as the shipped ones, and nothing else in promptscale needs to change.
 
 - The toy method is norm tuning (only the backbone's normalization weights train): its settings
-  dataclass beside its LightningModule, its YAML in the ``method`` group, one line in ``METHODS``.
+  dataclass and its LightningModule (here in one test module; a shipped method splits them into
+  ``methods/<name>/config.py`` and ``model.py``), its YAML in the ``method`` group, one line in ``METHODS``.
 - The toy family is a decoder read without a reusable key/value cache (as for an architecture whose
   cache cannot be extended): one ``Family`` object and a tiny model YAML that names it.
 """
@@ -75,7 +76,7 @@ def registered(monkeypatch):
     """The toy method and family registered as the README says; unregistered afterwards."""
     from promptscale import families, methods
 
-    monkeypatch.setitem(methods.METHODS, "norm_tuning", f"{__name__}:NormTuning")
+    monkeypatch.setitem(methods.METHODS, "norm_tuning", (f"{__name__}:NormTuningConfig", f"{__name__}:NormTuning"))
     toy = dataclasses.replace(families.DECODER, name="decoder_nocache", cached_context=False, tiny_model="tiny-nocache")
     monkeypatch.setitem(families.FAMILIES, toy.name, toy)
     register_configs()  # stores norm_tuning_schema beside the others

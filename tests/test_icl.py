@@ -10,7 +10,7 @@ from conftest import build_run
 from promptscale.config import validate
 from promptscale.data.datamodule import TaskDataModule
 from promptscale.errors import ConfigError
-from promptscale.methods.icl import ICL, pick_demonstrations
+from promptscale.methods.icl.model import ICL, pick_demonstrations
 from promptscale.train import compose
 
 

@@ -10,7 +10,7 @@ from tokenizers import Tokenizer, models
 from transformers import PreTrainedTokenizerFast
 
 from promptscale.errors import ConfigError
-from promptscale.methods.prompt_tuning import PromptTuning, frequent_token_ids
+from promptscale.methods.prompt_tuning.model import PromptTuning, frequent_token_ids
 from promptscale.models import load_backbone
 from promptscale.train import compose
 

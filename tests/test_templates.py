@@ -19,7 +19,7 @@ from promptscale.data.datamodule import TaskDataModule
 from promptscale.data.encoding import SLOT_ID, VIRTUAL_ID, TaskEncoder, TaskTemplates
 from promptscale.data.example import Example
 from promptscale.errors import ConfigError
-from promptscale.methods.icl import SEPARATOR, pick_demonstrations
+from promptscale.methods.icl.model import SEPARATOR, pick_demonstrations
 from promptscale.models import load_tokenizer
 from promptscale.train import compose
 

@@ -285,7 +285,7 @@ def test_candidate_scores_match_hand_computation(sample_data, model, method, ver
 
 @pytest.mark.parametrize("task,model", [("rte", "tiny-gpt2"), ("conll03", "tiny-bert")])
 def test_checkpoint_round_trip(train, sample_data, tmp_path, task, model):
-    from promptscale.methods.prompt_tuning import PromptTuning
+    from promptscale.methods.prompt_tuning.model import PromptTuning
     from promptscale.models import load_backbone
 
     overrides = [
@@ -465,7 +465,7 @@ def test_label_words_train_and_write_label_scores(train, tmp_path):
 
 
 def test_demonstrations_answer_with_a_labels_first_word(sample_data):
-    from promptscale.methods.icl import demonstration_text
+    from promptscale.methods.icl.model import demonstration_text
 
     cfg, data, module = build(
         ["task=rte", "model=tiny-gpt2", "method=icl", "task.verbalizer.entailment=[yes,right]"], sample_data

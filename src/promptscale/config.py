@@ -1,5 +1,5 @@
 """Structured configs: every YAML group is checked against one of these dataclasses (a method's own
-settings: its ``schema`` dataclass beside it in ``methods/<name>.py``, on :class:`MethodConfig`).
+settings: its ``schema`` dataclass in ``methods/<name>/config.py``, on :class:`MethodConfig`).
 
 A misspelt key or a wrong type fails at start-up with Hydra's message naming the key.
 Values that need the task or the model to check (e.g. a method on the wrong family)
@@ -370,10 +370,10 @@ def check_keys(cfg) -> None:
     """ConfigError for a key no schema has. Hydra refuses ``method.prompt_lenght=5`` itself, but
     ``+method.prompt_lenght=5`` (its own hint for an unknown key) adds it whatever the schema."""
     unknown = [key for key in unknown_keys(cfg, TrainConfig) if not key.startswith("method.")]
-    from promptscale.methods import METHODS, method_class
+    from promptscale.methods import METHODS, method_schema
 
     if cfg.method.name in METHODS:  # else method_class names the unknown method
-        unknown += unknown_keys(cfg.method, method_class(cfg.method.name).schema, "method.")
+        unknown += unknown_keys(cfg.method, method_schema(cfg.method.name), "method.")
     if unknown:
         shown = ", ".join(unknown[:5]) + (f" and {len(unknown) - 5} more" if len(unknown) > 5 else "")
         raise ConfigError(f"unknown config key(s) {shown}: no such setting (misspelt?)")

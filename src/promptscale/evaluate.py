@@ -89,13 +89,13 @@ def stored_config(config: dict):
     file need not exist any more)."""
     import dataclasses
 
-    from promptscale.methods import METHODS, method_class
+    from promptscale.methods import METHODS, method_schema
     from promptscale.results import ADDED_SETTINGS
 
     cfg = OmegaConf.create(config)
     method = cfg.get("method") or {}
     if method.get("name") in METHODS:
-        fields = {f.name for f in dataclasses.fields(method_class(method.name).schema)}
+        fields = {f.name for f in dataclasses.fields(method_schema(method.name))}
         for (group, key), neutral in ADDED_SETTINGS.items():
             if group == "method" and key in fields and key not in method:
                 method[key] = neutral

@@ -274,7 +274,7 @@ class TaskDataModule(L.LightningDataModule):
                     f" too few to tell {words} apart; raise data.max_length"
                 )
         if method.name == "icl" and method.shots and positions is not None:
-            from promptscale.methods.icl import demonstration_text, pick_demonstrations
+            from promptscale.methods.icl.model import demonstration_text, pick_demonstrations
 
             encoder = TaskEncoder(self.task, tokenizer or load_tokenizer(cfg.model), fam.name, max_length)
             demos = pick_demonstrations(self.train_examples, method.shots, method.selection, self.seed)

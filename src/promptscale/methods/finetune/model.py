@@ -1,15 +1,7 @@
 """Full model tuning: every backbone weight (and the task head, if any) trains. The baseline."""
 
-from dataclasses import dataclass
-
-from promptscale.config import MethodConfig
 from promptscale.methods.base import AdaptationModule
-
-
-@dataclass
-class FinetuneConfig(MethodConfig):
-    name: str = "finetune"
-    lr: float = 2e-5
+from promptscale.methods.finetune.config import FinetuneConfig
 
 
 class Finetune(AdaptationModule):

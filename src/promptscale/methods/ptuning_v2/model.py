@@ -5,26 +5,12 @@ setting). Reparameterization is off by default (``reparam_hidden > 0`` turns it 
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import torch
 
-from promptscale.config import MethodConfig
 from promptscale.families import family
 from promptscale.methods.base import AdaptationModule
 from promptscale.methods.deep_prompt import DeepPrompt, check_prefix_length
-
-
-@dataclass
-class PTuningV2Config(MethodConfig):
-    name: str = "ptuning_v2"
-    lr: float = 1e-2
-    head: str = "cls"
-    prompt_length: int = 16
-    # 0: the prefixes train directly (P-Tuning v2's default); > 0: MLP reparameterization of this width
-    reparam_hidden: int = 0
-    # dropout on the prefixes in training (P-Tuning v2's code: the encoder's hidden dropout, 0.1 for BERT)
-    prefix_dropout: float = 0.0
+from promptscale.methods.ptuning_v2.config import PTuningV2Config
 
 
 class PTuningV2(AdaptationModule):

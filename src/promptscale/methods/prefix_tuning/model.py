@@ -13,7 +13,6 @@ that changes the mechanism fails at start-up instead of silently dropping the en
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -21,17 +20,9 @@ from transformers import DynamicCache
 
 from promptscale.errors import ConfigError, PromptscaleError
 from promptscale.methods.deep_prompt import DeepPrompt
-from promptscale.methods.ptuning_v2 import PTuningV2, PTuningV2Config
+from promptscale.methods.prefix_tuning.config import PrefixTuningConfig
+from promptscale.methods.ptuning_v2.model import PTuningV2
 from promptscale.models import CACHE_ARGUMENTS, cache_argument
-
-
-@dataclass
-class PrefixTuningConfig(PTuningV2Config):
-    name: str = "prefix_tuning"
-    lr: float = 5e-3
-    head: str = "lm"
-    prompt_length: int = 10
-    reparam_hidden: int = 512
 
 
 class PrefixTuning(PTuningV2):

@@ -5,21 +5,9 @@ words (or a choice task's candidates). ``tune_lm`` chooses the training strategy
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Any
-
-from promptscale.config import MethodConfig
 from promptscale.errors import ConfigError
 from promptscale.methods.base import AdaptationModule
-
-
-@dataclass
-class PETConfig(MethodConfig):
-    name: str = "pet"
-    lr: float = 1e-5
-    pattern: Any = 0
-    # True: fixed-prompt LM tuning; False: tuning-free prompting (nothing trains)
-    tune_lm: bool = True
+from promptscale.methods.pet.config import PETConfig
 
 
 class PET(AdaptationModule):

@@ -13,16 +13,15 @@ a content-free input ("N/A" in every field)."""
 from __future__ import annotations
 
 import random
-from dataclasses import dataclass
 
 import torch
 from transformers import DynamicCache
 
-from promptscale.config import MethodConfig
 from promptscale.data.example import Example
 from promptscale.errors import ConfigError, check_choice, check_min
 from promptscale.families import family
 from promptscale.methods.base import AdaptationModule
+from promptscale.methods.icl.config import ICLConfig
 from promptscale.models import cache_kwargs
 
 SEPARATOR = "\n\n"
@@ -50,18 +49,6 @@ def pick_demonstrations(examples: list[Example], shots: int, selection: str, see
 def demonstration_text(encoder, demos: list[Example]) -> str:
     """The block before every query: each demonstration's prompt, its answer, a separator."""
     return "".join(encoder.demonstration(e) + SEPARATOR for e in demos)
-
-
-@dataclass
-class ICLConfig(MethodConfig):
-    name: str = "icl"
-    shots: int = 0
-    # random: a seeded sample of the train split; balanced: round-robin over the labels
-    selection: str = "random"
-    # contextual calibration (Zhao et al. 2021) with a content-free ("N/A") input
-    calibrate: bool = False
-    # decoder-only: encode the demonstration block once and reuse its key/value cache
-    cache_demos: bool = True
 
 
 class ICL(AdaptationModule):

@@ -34,13 +34,12 @@ sublayers, so it gets three adapters under ``placement=houlsby``.
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
 
 import torch
 from torch import nn
 
-from promptscale.config import MethodConfig
 from promptscale.errors import ConfigError, check_choice, check_min
+from promptscale.methods.adapter.config import AdapterConfig
 from promptscale.methods.base import AdaptationModule
 
 ACTIVATIONS = {"relu": nn.ReLU, "gelu": nn.GELU, "tanh": nn.Tanh, "silu": nn.SiLU}
@@ -108,23 +107,6 @@ def _adapt_output(adapter: BottleneckAdapter):
 def adapter_param_count(d: int, m: int) -> int:
     """Closed form per adapter: W_down d·m + b_down m + W_up m·d + b_up d."""
     return 2 * d * m + m + d
-
-
-@dataclass
-class AdapterConfig(MethodConfig):
-    """Houlsby et al. 2019 bottleneck adapters (methods/adapter.py)."""
-
-    name: str = "adapter"
-    lr: float = 1e-3
-    # bottleneck size m (Houlsby et al.: 8, 64 or 256)
-    bottleneck: int = 64
-    # houlsby: after attention and after the feed-forward sublayer; pfeiffer: after the feed-forward only
-    placement: str = "houlsby"
-    activation: str = "relu"
-    # std of the down-projection's normal init (the up-projection starts at zero)
-    init_std: float = 0.01
-    # also train the backbone's layer norms (Houlsby et al. do)
-    train_layer_norms: bool = True
 
 
 class Adapter(AdaptationModule):

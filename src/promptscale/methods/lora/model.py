@@ -24,15 +24,13 @@ only, which is all a merged or unmerged model needs to be rebuilt.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Optional
 
 from torch import nn
 
-from promptscale.config import MethodConfig
 from promptscale.errors import ConfigError, check_min
 from promptscale.methods.base import AdaptationModule
+from promptscale.methods.lora.config import LoRAConfig
 
 # model_type -> default target modules (query and value projections); others: PEFT's own table
 DEFAULT_TARGETS = {
@@ -69,21 +67,6 @@ def lora_param_count(model: nn.Module) -> int:
             for r in module.r.values():
                 total += r * (module.in_features + module.out_features)
     return total
-
-
-@dataclass
-class LoRAConfig(MethodConfig):
-    """Hu et al. 2021 LoRA through PEFT (methods/lora.py)."""
-
-    name: str = "lora"
-    lr: float = 5e-4
-    r: int = 8
-    alpha: float = 16.0
-    dropout: float = 0.05
-    # null: the architecture's query and value projections (GPT-2: the fused c_attn)
-    target_modules: Optional[list[str]] = None
-    # merge B·A into the frozen weights when training ends
-    merge: bool = True
 
 
 class Lora(AdaptationModule):

@@ -15,17 +15,15 @@ from __future__ import annotations
 
 import json
 import re
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 import torch
 
-from promptscale.config import MethodConfig
 from promptscale.data.encoding import render_prompt
 from promptscale.errors import ConfigError, check_min
 from promptscale.families import family
 from promptscale.methods.base import AdaptationModule
+from promptscale.methods.cot.config import CoTConfig
 
 STEP_BY_STEP = "Let's think step by step."
 THEREFORE = "Therefore, the answer is"
@@ -58,18 +56,6 @@ def load_demonstrations(cfg) -> list[dict]:
         if missing:
             raise ConfigError(f"chain-of-thought demonstration {n} lacks {sorted(missing)}")
     return demos
-
-
-@dataclass
-class CoTConfig(MethodConfig):
-    name: str = "cot"
-    # 0: zero-shot ("Let's think step by step."); k: the first k demonstrations
-    shots: int = 0
-    # each {fields: {<template field>: text}, rationale: text, answer: text}
-    demonstrations: list[Any] = field(default_factory=list)
-    demonstrations_file: str = ""
-    max_new_tokens: int = 64
-    answer_tokens: int = 8
 
 
 class CoT(AdaptationModule):

@@ -8,15 +8,13 @@ Our own module: PEFT's P-tuning only prepends its virtual tokens."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import torch
 from torch import nn
 
-from promptscale.config import MethodConfig
 from promptscale.data.encoding import VIRTUAL_ID, VIRTUAL_TOKEN
 from promptscale.errors import ConfigError, check_choice, check_min
 from promptscale.methods.base import AdaptationModule
+from promptscale.methods.ptuning.config import PTuningConfig
 
 
 class PromptEncoder(nn.Module):
@@ -35,22 +33,6 @@ class PromptEncoder(nn.Module):
         if self.lstm is not None:
             x = self.lstm(x.unsqueeze(0))[0].squeeze(0)
         return self.mlp(x)
-
-
-@dataclass
-class PTuningConfig(MethodConfig):
-    name: str = "ptuning"
-    lr: float = 1e-3
-    # template with [P] virtual tokens among the task's own words; "" = prompt_length [P]s
-    # before the task's template
-    template: str = ""
-    prompt_length: int = 8
-    # prompt encoder: lstm (bi-LSTM + MLP, the paper's) or mlp
-    encoder: str = "lstm"
-    encoder_hidden: int = 0  # 0 = d_model
-    # True: only the prompt encoder trains; False: the LM trains too (the few-shot SuperGLUE setting)
-    freeze_lm: bool = True
-    lm_lr: float = 1e-5
 
 
 class PTuning(AdaptationModule):

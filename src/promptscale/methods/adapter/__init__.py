@@ -1,0 +1,2 @@
+"""Method adapter: ``config.py`` its settings (no torch, read at every start-up), ``model.py`` its
+LightningModule (documented there), ``conf/method/adapter.yaml`` its values."""
