@@ -86,13 +86,16 @@ def stored_config(config: dict):
     """A finished run's recorded config, ready to rebuild the run: settings added to its method
     since it ran get their neutral value (``results.ADDED_SETTINGS``: what the run computed), and
     a prompt that started from a file starts at random (the trained weights replace it, and the
-    file need not exist any more)."""
+    file need not exist any more). What the run recorded besides its settings (``data.fingerprint``,
+    ``file_digests``) is left out."""
     import dataclasses
 
     from promptscale.methods import METHODS, method_schema
     from promptscale.results import ADDED_SETTINGS
 
-    cfg = OmegaConf.create(config)
+    cfg = OmegaConf.create({k: v for k, v in config.items() if k != "file_digests"})
+    if "fingerprint" in (cfg.get("data") or {}):
+        del cfg.data["fingerprint"]
     method = cfg.get("method") or {}
     if method.get("name") in METHODS:
         fields = {f.name for f in dataclasses.fields(method_schema(method.name))}
@@ -104,9 +107,23 @@ def stored_config(config: dict):
     return cfg
 
 
+def check_trained_on(config: dict, cfg) -> None:
+    """ConfigError unless the model folder ``cfg`` names holds what the run (its recorded
+    ``config``) trained on: trained weights belong to their base model."""
+    from promptscale.models import input_files
+    from promptscale.results import file_digests
+
+    trained_on = (config.get("file_digests") or {}).get("model.path")
+    if trained_on and (folder := input_files(cfg.model)) and (now := file_digests(folder)["model.path"]) != trained_on:
+        raise ConfigError(
+            f"model.path={cfg.model.path}: holds other weights than the run trained on (sha256 {now}, the run's "
+            f"{trained_on}); its trained weights belong to that model"
+        )
+
+
 def prepare(run: Path, overrides: list[str], file: Path | None):
     """The run's config with the overrides, its hash, the weights file and the read data; all
-    checked before any model loads."""
+    checked before any model loads (a model folder must still hold what the run trained on)."""
     from promptscale.config import validate
     from promptscale.data.datamodule import TaskDataModule
     from promptscale.methods import method_class
@@ -116,6 +133,7 @@ def prepare(run: Path, overrides: list[str], file: Path | None):
     cfg = stored_config(config)
     apply_overrides(cfg, list(overrides))
     validate(cfg)
+    check_trained_on(config, cfg)
     data = TaskDataModule(cfg.task, cfg.data, cfg.seed)
     if file is None:
         data.read()
@@ -255,6 +273,7 @@ def export(run: Path, peft_dir: Path, push_to_hub: str | None = None) -> Path:
     config, key = read_weights_metadata(weights)
     cfg = stored_config(config)
     validate(cfg)
+    check_trained_on(config, cfg)
     from promptscale.methods import method_class
 
     if not hasattr(method_class(cfg.method.name), "save_peft"):

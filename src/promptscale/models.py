@@ -339,6 +339,16 @@ class Backbone(nn.Module):
         return out.logits
 
 
+def input_files(cfg) -> dict[str, str]:
+    """Config key -> the local folder a hub-source model is read from (``model.path`` naming a folder
+    on this machine): its contents' digest joins the config hash in place of its path, so a checkpoint
+    re-trained into the same folder is another run, and a copy of it elsewhere the same one. A hub
+    id and a packaged model (pinned by models.lock) are named by their id."""
+    if cfg.source == "hub" and cfg.path and Path(cfg.path).expanduser().is_dir():
+        return {"model.path": str(Path(cfg.path).expanduser())}
+    return {}
+
+
 # pristine backbones kept for the later jobs of an in-process sweep (see load_backbone)
 _KEPT: dict[str, tuple[nn.Module, object]] = {}
 
@@ -346,8 +356,12 @@ _KEPT: dict[str, tuple[nn.Module, object]] = {}
 def load_backbone(cfg, keep: bool = False) -> Backbone:
     """The backbone of ``cfg``. With ``keep``, an untouched copy stays in memory so that later
     runs in this process (a sweep's jobs) get a fresh deep copy instead of reading it from disk
-    again; methods may change their copy freely (hooks, LoRA layers, trained weights)."""
-    key = fingerprint(OmegaConf.to_container(cfg, resolve=True))
+    again; methods may change their copy freely (hooks, LoRA layers, trained weights). A kept copy
+    of a local folder serves only while the folder holds the same contents."""
+    from promptscale.files import contents_sha256
+
+    contents = {key: contents_sha256(path) for key, path in input_files(cfg).items()}
+    key = fingerprint([OmegaConf.to_container(cfg, resolve=True), contents])
     if key in _KEPT:
         model, tokenizer = _KEPT[key]
         return Backbone(copy.deepcopy(model), tokenizer, cfg.family)

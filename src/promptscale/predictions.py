@@ -165,11 +165,10 @@ def load_weights(module, path: Path) -> None:
 
 
 # ---- what a finished run leaves beside it -------------------------------------------------------
-def save_run_outputs(module, cfg, examples, out_dir: Path, key: str, secrets=()) -> dict:
+def save_run_outputs(module, cfg, config: dict, examples, out_dir: Path, key: str, secrets=()) -> dict:
     """Write the run's predictions and (unless the whole LM trained and ``keep_lm_weights`` is
     off) its trainable weights into ``out_dir``; return the results line's ``predictions`` and
     ``weights`` entries (absolute paths: see :func:`paths_relative_to`)."""
-    from omegaconf import OmegaConf
 
     from promptscale.results import redact
 
@@ -179,9 +178,8 @@ def save_run_outputs(module, cfg, examples, out_dir: Path, key: str, secrets=())
     entries = {"predictions": {"path": str(predictions_file.resolve()), **written}, "weights": None}
     if cfg.get("keep_lm_weights") or not lm_trains(module):
         weights_file = weights_path(out_dir, key)
-        # the config as the run ended: generic CoNLL tasks have their tag set from the train split by now
-        config = redact(OmegaConf.to_container(cfg, resolve=True), list(secrets))
-        size = save_weights(module, weights_file, config, key)
+        # the run's recorded config (with what it read: data.fingerprint, file_digests)
+        size = save_weights(module, weights_file, redact(config, list(secrets)), key)
         entries["weights"] = {"path": str(weights_file.resolve()), "bytes": size}
     return entries
 

@@ -174,14 +174,14 @@ def data_fingerprint(*splits) -> str:
 
 
 def file_digests(files: dict[str, str]) -> dict[str, str]:
-    """Config key -> 16-hex SHA-256 of the contents of the file it names (ConfigError naming the
-    key if it cannot be read)."""
-    from promptscale.files import file_sha256
+    """Config key -> 16-hex SHA-256 of the contents of the file or folder it names (ConfigError
+    naming the key if it cannot be read)."""
+    from promptscale.files import contents_sha256
 
     digests = {}
     for key, path in files.items():
         try:
-            digests[key] = file_sha256(path)[:16]
+            digests[key] = contents_sha256(path)[:16]
         except OSError as err:
             raise ConfigError(f"{key}={path}: cannot be read ({err.strerror or err})") from None
     return digests
@@ -189,8 +189,8 @@ def file_digests(files: dict[str, str]) -> dict[str, str]:
 
 def config_hash(config: dict) -> str:
     """Stable 12-hex hash of the resolved config (with ``data.fingerprint``, the examples read,
-    and ``file_digests``, the contents' digests of other files the run reads, which stand for those
-    files' paths), without the keys in NOT_IDENTITY, nor the ADDED_SETTINGS at their neutral value."""
+    and ``file_digests``, the contents' digests of other files and folders the run reads, which stand
+    for their paths), without the keys in NOT_IDENTITY, nor the ADDED_SETTINGS at their neutral value."""
     digested = set(config.get("file_digests") or {})  # "method.init_file": the digest, not the path
     identity = {}
     for key, value in config.items():

@@ -124,12 +124,22 @@ def job_threads() -> int:
     return cores
 
 
+def input_files(cfg) -> dict[str, str]:
+    """Config key -> file or folder beside the data whose contents the run reads: a model given as
+    a local folder (``models.input_files``) and the method's files (``input_files`` of its class)."""
+    from promptscale.methods import method_class
+    from promptscale.models import input_files as model_files
+
+    return {**model_files(cfg.model), **method_class(cfg.method.name).input_files(cfg)}
+
+
 def run(cfg: DictConfig, out_dir: Path, results_file: Path, keep_backbone: bool = False, callbacks=()) -> dict:
     """Train and evaluate once and append the results line to ``results_file``; return it.
 
     Bad input raises PromptscaleError before any model loads and writes nothing; so does a run
     dir or store that cannot be written. The config hash covers the examples read
-    (``data.fingerprint``) and the contents of other files the method reads (``file_digests``).
+    (``data.fingerprint``) and the contents of other files it reads (``file_digests``: a model's
+    local folder, a method's files).
     A run claims its hash in the store (:class:`Claim`): a hash that
     another process is running is skipped (status ``running``, nothing written), one that has a
     finished line too (``skip_finished``). A run that fails after that writes a ``failed`` line
@@ -170,7 +180,7 @@ def run(cfg: DictConfig, out_dir: Path, results_file: Path, keep_backbone: bool 
         # what ran, with what the data decided (a generic CoNLL task's tag set is read from its files)
         config = OmegaConf.to_container(cfg, resolve=True)
         config["data"]["fingerprint"] = data_fingerprint(data.train_examples, data.eval_examples)
-        if files := method_class(cfg.method.name).input_files(cfg):
+        if files := input_files(cfg):
             config["file_digests"] = file_digests(files)
         key = config_hash(config)
         # every check passed: the run dir and the store's folder may now be made
@@ -410,8 +420,8 @@ def _train(
     clock.mark("setup")
     backbone = load_backbone(cfg.model, keep=keep_backbone)
     module = method_class(cfg.method.name)(cfg, backbone)
-    # the module has read its input files: they must still hold the contents the hash names
-    if (files := type(module).input_files(cfg)) and file_digests(files) != config.get("file_digests"):
+    # the backbone and the module have read their input files: they must still hold what the hash names
+    if (files := input_files(cfg)) and file_digests(files) != config.get("file_digests"):
         named = ", ".join(f"{k}={v}" for k, v in files.items())
         raise ConfigError(
             f"{named}: changed while the run started (its hash names what was there before); run it again"
@@ -492,7 +502,7 @@ def _train(
     }
     from promptscale.predictions import save_run_outputs
 
-    record.update(save_run_outputs(module, cfg, data.eval_examples, out_dir, key, secrets))
+    record.update(save_run_outputs(module, cfg, config, data.eval_examples, out_dir, key, secrets))
     if logger is not None:
         summary = ("trained_params", "kept_params", "total_params", "wall_time_s", "peak_memory_bytes", "score")
         logger.log_metrics(

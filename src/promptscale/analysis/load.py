@@ -64,6 +64,9 @@ class Run:
     # where the task's data comes from (folder, files, reader; or the hub dataset): two task YAMLs
     # that share a name but read different data never share a cell (``_apart_by_data``)
     data_source: str = field(default="", compare=False)
+    # the contents' digest of a model read from a local folder (``file_digests["model.path"]``): two
+    # checkpoints under one model name never share a cell (``_apart_by_model``)
+    model_digest: str = field(default="", compare=False)
     # (key, value) of the method settings that vary among this method's runs; set by ``load``
     settings: tuple = ()
     is_average: bool = False  # a SuperGLUE-average pseudo-run (``superglue_runs``)
@@ -201,6 +204,7 @@ def _to_run(record: dict, store: Path, source: str) -> Run:
         predictions_sha256=predictions.get("sha256") if path else None,
         predictions_n=_optional_int(predictions.get("n")) if path else None,
         data_source=json.dumps(source_of_data, sort_keys=True) if task_config else "",
+        model_digest=str((config.get("file_digests") or {}).get("model.path") or ""),
     )
 
 
@@ -245,7 +249,7 @@ def load(paths=()) -> Results:
     done = {_cell(r) for r in finished.values()}
     failed = {k: r for k, r in failed.items() if _cell(r) not in done}
     every = _with_settings(
-        _apart_by_data(list(finished.values()) + [r for k, r in failed.items() if k not in finished])
+        _apart_by_model(_apart_by_data(list(finished.values()) + [r for k, r in failed.items() if k not in finished]))
     )
     results.runs = [r for r in every if r.finished]
     results.failed = [r for r in every if not r.finished]
@@ -279,6 +283,20 @@ def _apart_by_data(runs: list[Run]) -> list[Run]:
         for i, (source, folder) in enumerate(zip(found, folders), 1):
             renamed[task, source] = f"{task} [{Path(folder).name if distinct else f'data {i}'}]"
     return [replace(r, task=renamed.get((r.task, r.data_source), r.task)) for r in runs]
+
+
+def _apart_by_model(runs: list[Run]) -> list[Run]:
+    """Runs of one model name read from folders of different contents (a checkpoint re-trained in
+    place) become separate models, ``name [sha256:<8 hex>]``, so that no cell averages two checkpoints."""
+    digests: dict[str, set[str]] = defaultdict(set)
+    for run in runs:
+        digests[run.model].add(run.model_digest)
+    return [
+        replace(r, model=f"{r.model} [sha256:{r.model_digest[:8]}]")
+        if r.model_digest and len(digests[r.model]) > 1
+        else r
+        for r in runs
+    ]
 
 
 def _with_settings(runs: list[Run]) -> list[Run]:
