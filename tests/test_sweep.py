@@ -111,3 +111,43 @@ def test_a_secret_given_to_a_sweep_is_scrubbed_and_the_sweep_runs(sample_data, t
     assert [r["status"] for r in lines] == ["finished", "finished"]
     leaked = [p for p in sweep.rglob("*") if p.is_file() and secret.encode() in p.read_bytes()]
     assert not leaked
+
+
+def test_a_config_file_edited_while_a_sweep_runs_refuses_its_later_jobs(sample_data, tmp_path, monkeypatch, capsys):
+    """Hydra composes each job of an in-process sweep from the files when it starts: an experiment
+    YAML edited after the sweep's check would make later jobs other runs than the ones checked. They
+    are refused (a failed line naming the file); run again, the sweep finishes them from the edit."""
+    from promptscale import train
+
+    conf = tmp_path / "conf"
+    (conf / "experiment").mkdir(parents=True)
+    mine = conf / "experiment" / "mine.yaml"
+    mine.write_text("# @package _global_\nexperiment: mine\nmethod_overrides:\n  finetune:\n    lr: 1.0e-3\n")
+    real_run = train.run
+
+    def run_then_edit(*args, **kwargs):
+        record = real_run(*args, **kwargs)
+        mine.write_text(mine.read_text().replace("1.0e-3", "2.0e-3"))  # someone edits the experiment
+        return record
+
+    monkeypatch.setattr(train, "run", run_then_edit)
+    sweep = tmp_path / "sweep"
+    args = ["--config-dir", str(conf), "experiment=mine", "method=finetune", "model=tiny-llama", "seed=0,1"]
+    args += [*FAST, f"data.dir={sample_data}", f"hydra.sweep.dir={sweep}"]
+    status = _multirun(monkeypatch, *args)
+    err = capsys.readouterr().err
+    assert status == 1, err[-2000:]
+    lines = [json.loads(line) for line in (sweep / "results.jsonl").read_text().splitlines()]
+    assert [(r["seed"], r["status"]) for r in lines] == [(0, "finished"), (1, "failed")]
+    assert (
+        lines[1]["refused"]
+        and str(mine) in lines[1]["error"]
+        and "changed since the sweep started" in lines[1]["error"]
+    )
+    assert lines[0]["config"]["method"]["lr"] == 1.0e-3
+
+    monkeypatch.setattr(train, "run", real_run)
+    assert _multirun(monkeypatch, *args) == 0
+    lines = [json.loads(line) for line in (sweep / "results.jsonl").read_text().splitlines()]
+    edited = [r["seed"] for r in lines if r["status"] == "finished" and r["config"]["method"]["lr"] == 2.0e-3]
+    assert sorted(edited) == [0, 1]  # the whole grid at the edited setting

@@ -6,10 +6,16 @@ values that need ``validate()`` (a misspelt ``method.init``, a method on the wro
 would fail one job at a time, after others have trained. :class:`SweepCheck` (a Hydra callback,
 ``hydra.callbacks`` in ``conf/train.yaml``) composes and validates every cell of the grid in
 ``on_multirun_start``, before the sweeper or a launcher starts, with no model loaded.
+
+An in-process sweep composes each job from the config files when the job starts: a YAML edited
+while the sweep runs would make its later jobs other runs than the ones checked (and than the sweep
+asked for). ``SweepCheck`` keeps the config files' digests at the start, and each job of the process
+is refused (a ``refused`` line naming the files) if they changed since (:func:`check_sources`).
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import sys
 import time
@@ -20,6 +26,43 @@ from omegaconf import DictConfig
 
 # jobs of this process's sweep that failed: (overrides, what happened); filled by train._hydra_main
 FAILED: dict[str, str] = {}
+# this process's sweep: its config files' digests when it started (config_files), for check_sources
+SOURCES: dict[str, str] = {}
+
+
+def config_files(sources) -> dict[str, str]:
+    """Path -> SHA-256 of every YAML in Hydra's config search path (``hydra.runtime.config_sources``:
+    the package's ``conf/``, a ``--config-dir``; structured configs have no files)."""
+    import importlib.resources
+
+    files = {}
+    for source in sources:
+        if source.schema == "file":
+            root = Path(source.path)
+        elif source.schema == "pkg":
+            root = Path(str(importlib.resources.files(source.path)))
+        else:
+            continue
+        for path in sorted(root.rglob("*.yaml")) if root.is_dir() else ():
+            files[str(path)] = hashlib.sha256(path.read_bytes()).hexdigest()
+    return files
+
+
+def check_sources(hydra_cfg) -> None:
+    """ConfigError naming the config files that changed (added, edited, removed) since this process's
+    sweep started: the job would not be the run its check saw. Nothing outside such a sweep."""
+    from promptscale.errors import ConfigError
+
+    if not SOURCES:
+        return
+    now = config_files(hydra_cfg.runtime.config_sources)
+    changed = sorted(path for path in SOURCES.keys() | now.keys() if SOURCES.get(path) != now.get(path))
+    if changed:
+        shown = ", ".join(changed[:3]) + (f" and {len(changed) - 3} more" if len(changed) > 3 else "")
+        raise ConfigError(
+            f"config file(s) changed since the sweep started ({shown}): this run would not be the one checked; "
+            "run the sweep again once the edit is done (finished runs are skipped)"
+        )
 
 
 def sweep_cells(params: dict, arguments: list[str], config_loader=None) -> list[list[str]]:
@@ -105,6 +148,8 @@ class SweepCheck(Callback):
         from promptscale.train import error_line
 
         FAILED.clear()
+        SOURCES.clear()
+        SOURCES.update(config_files(config.hydra.runtime.config_sources))
         self.start = time.time()
         if not str(config.hydra.sweeper.get("_target_", "")).endswith(".BasicSweeper"):
             return  # other sweepers (Optuna, Ax) choose their jobs as they go: nothing to list up front
@@ -121,6 +166,7 @@ class SweepCheck(Callback):
         print(f"promptscale: sweep of {len(cells)} runs: every config checked", flush=True)
 
     def on_multirun_end(self, config: DictConfig, **kwargs) -> None:
+        SOURCES.clear()
         sweep_dir = Path(config.hydra.sweep.dir)
         results_file = sweep_dir / config.results_file
         # jobs run here report to FAILED; jobs of other processes (submitit, Ray) leave failed lines

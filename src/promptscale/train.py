@@ -604,7 +604,7 @@ def _hydra_main(cfg: DictConfig) -> None:
     from hydra.types import RunMode
 
     from promptscale.results import secret_values
-    from promptscale.sweep import record_failure, release_memory
+    from promptscale.sweep import check_sources, record_failure, release_memory
 
     global _task_started
     _task_started = True
@@ -623,6 +623,8 @@ def _hydra_main(cfg: DictConfig) -> None:
         _scrub_hydra_files(Path(HydraConfig.get().sweep.dir), secrets, overrides)
         print(f"promptscale: {sweep_position(HydraConfig.get())}", flush=True)
     try:
+        if sweeping:
+            check_sources(HydraConfig.get())
         check_not_overridden(cfg, overrides)
         run(cfg, out_dir, results_file, keep_backbone=sweeping)
     except PromptscaleError as err:
