@@ -1,5 +1,7 @@
 """Backbone loading."""
 
+import json
+
 import pytest
 import torch
 
@@ -45,6 +47,9 @@ def test_a_model_folder_is_its_contents(train, sample_data, tmp_path, monkeypatc
     kept = models.load_backbone(compose([*overrides, f"model.path={folder}"]).model, keep=True)
 
     first = train([*overrides, f"model.path={folder}"], tmp_path / "store")
+    (folder / "README.md").write_text("notes")  # what transformers does not read is not the model
+    (folder / "checkpoint-1").mkdir()
+    (folder / "checkpoint-1" / "optimizer.pt").write_bytes(b"state")
     again = train([*overrides, f"model.path={folder}"], tmp_path / "store")
     assert again["config_hash"] == first["config_hash"] and again["finished_at"] == first["finished_at"]  # skipped
     with torch.no_grad():
@@ -61,6 +66,15 @@ def test_a_model_folder_is_its_contents(train, sample_data, tmp_path, monkeypatc
     models_in_table = sorted(run.model for run in load([tmp_path / "store" / "run" / "results.jsonl"]).runs)
     assert len(models_in_table) == 2 and models_in_table[0] != models_in_table[1]
     assert all(name.startswith("tiny-llama [sha256:") for name in models_in_table)
+    # a line without a digest (stored before digests, an evaluation's) does not make a second model
+    undigested = {
+        **first,
+        "config_hash": "0" * 12,
+        "config": {k: v for k, v in first["config"].items() if k != "file_digests"},
+    }
+    mixed = tmp_path / "mixed.jsonl"
+    mixed.write_text(json.dumps(first) + "\n" + json.dumps(undigested) + "\n")
+    assert [run.model for run in load([mixed]).runs] == ["tiny-llama", "tiny-llama"]
 
     # a run evaluates on the checkpoint it trained on, and refuses one re-trained under it since
     weights = tmp_path / "store" / "run" / f"weights-{other['config_hash']}.safetensors"
@@ -75,3 +89,6 @@ def test_a_model_folder_is_its_contents(train, sample_data, tmp_path, monkeypatc
     embeddings = reloaded.model.get_input_embeddings().weight
     assert torch.equal(embeddings, backbone.model.get_input_embeddings().weight)
     assert not torch.equal(embeddings, kept.model.get_input_embeddings().weight)
+    shutil.rmtree(folder)  # gone: not taken for a hub id of that name
+    with pytest.raises(ConfigError, match=r"model.path=.*: no such folder here, and the run trained on a model folder"):
+        evaluate(weights, [f"data.dir={sample_data}"])

@@ -116,7 +116,8 @@ def test_a_secret_given_to_a_sweep_is_scrubbed_and_the_sweep_runs(sample_data, t
 def test_a_config_file_edited_while_a_sweep_runs_refuses_its_later_jobs(sample_data, tmp_path, monkeypatch, capsys):
     """Hydra composes each job of an in-process sweep from the files when it starts: an experiment
     YAML edited after the sweep's check would make later jobs other runs than the ones checked. They
-    are refused (a failed line naming the file); run again, the sweep finishes them from the edit."""
+    are refused (a failed line naming the file); run again, the sweep finishes them from the edit,
+    and a YAML that no job loads may change meanwhile."""
     from promptscale import train
 
     conf = tmp_path / "conf"
@@ -139,15 +140,52 @@ def test_a_config_file_edited_while_a_sweep_runs_refuses_its_later_jobs(sample_d
     assert status == 1, err[-2000:]
     lines = [json.loads(line) for line in (sweep / "results.jsonl").read_text().splitlines()]
     assert [(r["seed"], r["status"]) for r in lines] == [(0, "finished"), (1, "failed")]
-    assert (
-        lines[1]["refused"]
-        and str(mine) in lines[1]["error"]
-        and "changed since the sweep started" in lines[1]["error"]
-    )
+    error = lines[1]["error"]
+    assert lines[1]["refused"] and "changed since the sweep started (experiment/mine.yaml)" in error, error
     assert lines[0]["config"]["method"]["lr"] == 1.0e-3
 
-    monkeypatch.setattr(train, "run", real_run)
-    assert _multirun(monkeypatch, *args) == 0
+    # a YAML no job loads may change meanwhile (another experiment, a run's own files under the config dir)
+    other = conf / "experiment" / "other.yaml"
+
+    def edit_another_then_run(*args, **kwargs):
+        other.write_text(f"# @package _global_\nexperiment: other{len(other.read_text()) if other.exists() else ''}\n")
+        return real_run(*args, **kwargs)
+
+    monkeypatch.setattr(train, "run", edit_another_then_run)
+    assert _multirun(monkeypatch, *args) == 0, capsys.readouterr().err[-2000:]
     lines = [json.loads(line) for line in (sweep / "results.jsonl").read_text().splitlines()]
     edited = [r["seed"] for r in lines if r["status"] == "finished" and r["config"]["method"]["lr"] == 2.0e-3]
     assert sorted(edited) == [0, 1]  # the whole grid at the edited setting
+
+
+def test_jobs_of_other_processes_check_the_config_files_the_sweep_started_with(tmp_path, monkeypatch):
+    """A job that submitit or Ray runs in another process composes its config there: it reads the
+    digests the sweep kept in its dir, and only the files it loads count."""
+    from promptscale import sweep
+    from promptscale.errors import ConfigError
+
+    conf = tmp_path / "conf"
+    (conf / "experiment").mkdir(parents=True)
+    (conf / "train.yaml").write_text("seed: 0\n")
+    mine = conf / "experiment" / "mine.yaml"
+    mine.write_text("# @package _global_\nseed: 1\n")
+    sources = [OmegaConf.create({"schema": "file", "path": str(conf), "provider": "main"})]
+    (tmp_path / "sweep").mkdir()
+    (tmp_path / "sweep" / sweep.SOURCES_FILE).write_text(json.dumps(sweep.config_files(sources)))
+    monkeypatch.setattr(sweep, "SOURCES", {})  # not this process's sweep
+    job = OmegaConf.create(
+        {
+            "sweep": {"dir": str(tmp_path / "sweep")},
+            "job": {"config_name": "train"},
+            "runtime": {
+                "choices": {"experiment": "mine", "hydra/launcher": "submitit_slurm"},
+                "config_sources": sources,
+            },
+        }
+    )
+    sweep.check_sources(job)
+    (conf / "experiment" / "unrelated.yaml").write_text("seed: 2\n")
+    sweep.check_sources(job)
+    mine.write_text("# @package _global_\nseed: 3\n")
+    with pytest.raises(ConfigError, match=r"changed since the sweep started \(experiment/mine.yaml\)"):
+        sweep.check_sources(job)

@@ -107,23 +107,33 @@ def stored_config(config: dict):
     return cfg
 
 
-def check_trained_on(config: dict, cfg) -> None:
+def check_trained_on(config: dict, cfg) -> dict[str, str]:
     """ConfigError unless the model folder ``cfg`` names holds what the run (its recorded
-    ``config``) trained on: trained weights belong to their base model."""
+    ``config``) trained on: trained weights belong to their base model. Returns the model's
+    ``file_digests`` entry for the evaluation's own line (empty for a model not read from a folder)."""
     from promptscale.models import input_files
     from promptscale.results import file_digests
 
     trained_on = (config.get("file_digests") or {}).get("model.path")
-    if trained_on and (folder := input_files(cfg.model)) and (now := file_digests(folder)["model.path"]) != trained_on:
+    if not trained_on:
+        return {}
+    if not input_files(cfg.model):
+        raise ConfigError(
+            f"model.path={cfg.model.path}: no such folder here, and the run trained on a model folder "
+            f"(sha256 {trained_on}); give the folder that holds it (model.path=<folder>)"
+        )
+    now = file_digests(input_files(cfg.model))["model.path"]
+    if now != trained_on:
         raise ConfigError(
             f"model.path={cfg.model.path}: holds other weights than the run trained on (sha256 {now}, the run's "
             f"{trained_on}); its trained weights belong to that model"
         )
+    return {"model.path": trained_on}
 
 
 def prepare(run: Path, overrides: list[str], file: Path | None):
-    """The run's config with the overrides, its hash, the weights file and the read data; all
-    checked before any model loads (a model folder must still hold what the run trained on)."""
+    """The run's config with the overrides, its hash, the weights file, the read data and the model
+    folder's digest (``check_trained_on``); all checked before any model loads."""
     from promptscale.config import validate
     from promptscale.data.datamodule import TaskDataModule
     from promptscale.methods import method_class
@@ -133,7 +143,7 @@ def prepare(run: Path, overrides: list[str], file: Path | None):
     cfg = stored_config(config)
     apply_overrides(cfg, list(overrides))
     validate(cfg)
-    check_trained_on(config, cfg)
+    digests = check_trained_on(config, cfg)
     data = TaskDataModule(cfg.task, cfg.data, cfg.seed)
     if file is None:
         data.read()
@@ -146,7 +156,7 @@ def prepare(run: Path, overrides: list[str], file: Path | None):
                 data.read_split(cfg.task.train_split), cfg.data.train_size, "train_size", cfg.seed
             )
     method_class(cfg.method.name).check_data(cfg, data)
-    return cfg, key, weights, data
+    return cfg, key, weights, data, digests
 
 
 def rebuilt_module(cfg, weights: Path):
@@ -178,8 +188,9 @@ def _validate(cfg, module, backbone, data, out_dir: Path) -> dict:
     return {k.removeprefix("eval/"): float(v) for k, v in results[0].items()}
 
 
-def evaluation_config(cfg, key: str, file: Path | None, kind: str) -> tuple[dict, str]:
-    """The evaluation's config (the run's, with its overrides and what it evaluates) and hash."""
+def evaluation_config(cfg, key: str, file: Path | None, kind: str, digests: dict | None = None) -> tuple[dict, str]:
+    """The evaluation's config (the run's, with its overrides, what it evaluates and ``digests``,
+    the model folder's as ``file_digests``) and hash."""
     from promptscale.files import file_sha256
     from promptscale.results import config_hash
 
@@ -188,6 +199,8 @@ def evaluation_config(cfg, key: str, file: Path | None, kind: str) -> tuple[dict
     if file is not None:
         target.update(file=str(Path(file).resolve()), file_sha256=file_sha256(file))
     config[kind] = target
+    if digests:
+        config["file_digests"] = dict(digests)
     return config, config_hash(config)
 
 
@@ -200,11 +213,11 @@ def evaluate(run: Path, overrides=(), file: Path | None = None, results_file: Pa
     from promptscale.results import append_result, finished_record, git_commit, redact, secret_values
 
     start = time.time()
-    cfg, key, weights, data = prepare(run, overrides, file)
+    cfg, key, weights, data, digests = prepare(run, overrides, file)
     missing = sum(unlabeled(e) for e in data.eval_examples)
     if missing:
         raise DataError(f"{file or data.eval_split}: {missing} unlabeled record(s); use promptscale predict for those")
-    config, eval_key = evaluation_config(cfg, key, file, "eval")
+    config, eval_key = evaluation_config(cfg, key, file, "eval", digests)
     run_dir = weights.parent
     results_file = Path(results_file) if results_file else run_dir / "eval" / "results.jsonl"
     if done := finished_record(results_file, eval_key):
@@ -253,8 +266,8 @@ def predict(run: Path, file: Path, overrides=(), out: Path | None = None) -> Pat
     ``out`` (default ``<run dir>/predict/predictions-<hash>.jsonl.gz``); returns the path."""
     from promptscale.predictions import prediction_records, write_predictions
 
-    cfg, key, weights, data = prepare(run, overrides, file)
-    _, predict_key = evaluation_config(cfg, key, file, "predict")
+    cfg, key, weights, data, digests = prepare(run, overrides, file)
+    _, predict_key = evaluation_config(cfg, key, file, "predict", digests)
     out = Path(out) if out else predictions_path(weights.parent / "predict", predict_key)
     module, backbone = rebuilt_module(cfg, weights)
     module.with_metrics = False

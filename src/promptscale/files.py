@@ -1,6 +1,6 @@
 """Writing a file so that a crash never leaves half of it: the one temp-file-then-rename helper
 every writer of promptscale uses (predictions, weights, resume checkpoints, scrubbed Hydra files);
-and the one digest of a file's (or a folder's) contents."""
+the one digest of a file's (or a model folder's) contents; the per-user cache folder."""
 
 from __future__ import annotations
 
@@ -37,27 +37,43 @@ def file_sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
-# folder digests taken by this process, by the folder's listing (names, sizes, modification times):
-# a sweep's jobs do not read the same checkpoint's gigabytes again; a file rewritten changes its stamp
-_FOLDER_DIGESTS: dict[tuple, str] = {}
+# the files of a model folder that transformers reads: weights, configs, tokenizer files, remote code
+MODEL_FILE_SUFFIXES = (".json", ".safetensors", ".bin", ".pt", ".pth", ".gguf", ".model", ".txt", ".tiktoken", ".py")
+
+
+def cache_root() -> Path:
+    """Per-user cache (converted models, tiny tokenizers, tokenized data, file digests);
+    PROMPTSCALE_CACHE overrides."""
+    from platformdirs import user_cache_dir
+
+    return Path(os.environ.get("PROMPTSCALE_CACHE") or user_cache_dir("promptscale"))
+
+
+def stamped_sha256(path: Path) -> str:
+    """``file_sha256`` of a file, kept in the cache under its stamp (resolved path, inode, size,
+    modification time): the gigabytes of a checkpoint are read once, not by every job, rank and
+    re-run of a sweep; a file rewritten gets a new stamp."""
+    stat = Path(path).stat()
+    stamp = f"{Path(path).resolve()}\0{stat.st_ino}\0{stat.st_size}\0{stat.st_mtime_ns}"
+    kept = cache_root() / "digests" / hashlib.sha256(stamp.encode()).hexdigest()
+    with contextlib.suppress(OSError):
+        if len(digest := kept.read_text().strip()) == 64:
+            return digest
+    digest = file_sha256(path)
+    with contextlib.suppress(OSError), atomic_path(kept) as tmp:  # a cache that cannot be written: no cache
+        tmp.write_text(digest)
+    return digest
 
 
 def contents_sha256(path: Path) -> str:
-    """Hex SHA-256 of a file's contents, or of a folder's: each file's name relative to the folder
-    and its contents' digest, in name order (names starting with "." left out: version control and
-    download caches). OSError if it cannot be read."""
+    """Hex SHA-256 of a file's contents, or of a model folder's: the name and contents' digest of
+    each file directly in it that transformers reads (``MODEL_FILE_SUFFIXES``; not subfolders such as
+    a trainer's ``checkpoint-*``, nor a README), in name order. OSError if it cannot be read."""
     path = Path(path)
     if not path.is_dir():
         return file_sha256(path)
-    files = sorted(
-        (p.relative_to(path).as_posix(), p)
-        for p in path.rglob("*")
-        if p.is_file() and not any(part.startswith(".") for part in p.relative_to(path).parts)
-    )
-    stamp = (str(path.resolve()), tuple((name, p.stat().st_size, p.stat().st_mtime_ns) for name, p in files))
-    if stamp not in _FOLDER_DIGESTS:
-        digest = hashlib.sha256()
-        for name, p in files:
-            digest.update(f"{name}\0{file_sha256(p)}\n".encode())
-        _FOLDER_DIGESTS[stamp] = digest.hexdigest()
-    return _FOLDER_DIGESTS[stamp]
+    digest = hashlib.sha256()
+    for p in sorted(path.iterdir()):
+        if p.is_file() and p.suffix in MODEL_FILE_SUFFIXES and not p.name.startswith("."):
+            digest.update(f"{p.name}\0{stamped_sha256(p)}\n".encode())
+    return digest.hexdigest()

@@ -26,6 +26,7 @@ from torch import nn
 
 from promptscale.errors import ConfigError, PromptscaleError
 from promptscale.families import family
+from promptscale.files import cache_root
 
 SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
 TINY_SEED = 1234  # tiny backbones are the same "pretrained" model whatever the run's seed
@@ -38,13 +39,6 @@ TINY_SPECIALS = {
     # byte-level BPE whose tokenizer puts <bos> before every text, as Gemma's and Llama's do
     "bpe-bos": dict(unk_token="<unk>", bos_token="<bos>", eos_token="<eos>", pad_token="<pad>"),
 }
-
-
-def cache_root() -> Path:
-    """Per-user cache (converted models, tiny tokenizers, tokenized data); PROMPTSCALE_CACHE overrides."""
-    from platformdirs import user_cache_dir
-
-    return Path(os.environ.get("PROMPTSCALE_CACHE") or user_cache_dir("promptscale"))
 
 
 def _publish(build, target: Path) -> Path:
@@ -344,8 +338,8 @@ def input_files(cfg) -> dict[str, str]:
     on this machine): its contents' digest joins the config hash in place of its path, so a checkpoint
     re-trained into the same folder is another run, and a copy of it elsewhere the same one. A hub
     id and a packaged model (pinned by models.lock) are named by their id."""
-    if cfg.source == "hub" and cfg.path and Path(cfg.path).expanduser().is_dir():
-        return {"model.path": str(Path(cfg.path).expanduser())}
+    if cfg.source == "hub" and cfg.path and Path(cfg.path).is_dir():  # as transformers reads it
+        return {"model.path": str(cfg.path)}
     return {}
 
 

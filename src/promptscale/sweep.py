@@ -10,11 +10,13 @@ would fail one job at a time, after others have trained. :class:`SweepCheck` (a 
 An in-process sweep composes each job from the config files when the job starts: a YAML edited
 while the sweep runs would make its later jobs other runs than the ones checked (and than the sweep
 asked for). ``SweepCheck`` keeps the config files' digests at the start, and each job of the process
-is refused (a ``refused`` line naming the files) if they changed since (:func:`check_sources`).
+is refused (a ``refused`` line naming the files) if the files it loads changed since
+(:func:`check_sources`); jobs run by other processes read the digests from the sweep dir.
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import sys
@@ -24,44 +26,85 @@ from pathlib import Path
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig
 
+from promptscale.files import atomic_path
+
 # jobs of this process's sweep that failed: (overrides, what happened); filled by train._hydra_main
 FAILED: dict[str, str] = {}
-# this process's sweep: its config files' digests when it started (config_files), for check_sources
+# the config files' digests when this process's sweep started (config_files), for check_sources; the
+# same in the sweep dir for jobs that other processes run (submitit, Ray compose them there)
 SOURCES: dict[str, str] = {}
+SOURCES_FILE = ".promptscale-config-files.json"
+
+
+def _roots(sources) -> list:
+    """Hydra's config search path (``hydra.runtime.config_sources``) as folders to read, in order:
+    ``file://`` folders and ``pkg://`` packages (Traversables); structured configs have no files."""
+    import importlib.resources
+
+    roots = []
+    for source in sources:
+        try:
+            if source.schema == "file":
+                roots.append(Path(source.path))
+            elif source.schema == "pkg":
+                roots.append(importlib.resources.files(source.path))
+        except (ImportError, TypeError, ValueError):  # Hydra tolerates a search path entry it cannot read
+            continue
+    return roots
+
+
+def _digest(roots, name: str) -> str | None:
+    """SHA-256 of the file Hydra loads for ``name`` (``<group>/<option>.yaml``): the first root's."""
+    for root in roots:
+        path = root
+        for part in name.split("/"):
+            path = path.joinpath(part)
+        if path.is_file():
+            return hashlib.sha256(path.read_bytes()).hexdigest()
+    return None
 
 
 def config_files(sources) -> dict[str, str]:
-    """Path -> SHA-256 of every YAML in Hydra's config search path (``hydra.runtime.config_sources``:
-    the package's ``conf/``, a ``--config-dir``; structured configs have no files)."""
-    import importlib.resources
+    """``<group>/<option>.yaml`` -> SHA-256 of every config file of the search path that Hydra would
+    load under that name (the first folder's; hidden folders left out)."""
 
-    files = {}
-    for source in sources:
-        if source.schema == "file":
-            root = Path(source.path)
-        elif source.schema == "pkg":
-            root = Path(str(importlib.resources.files(source.path)))
-        else:
-            continue
-        for path in sorted(root.rglob("*.yaml")) if root.is_dir() else ():
-            files[str(path)] = hashlib.sha256(path.read_bytes()).hexdigest()
-    return files
+    def walk(folder, prefix=""):
+        for entry in folder.iterdir():
+            if entry.name.startswith("."):
+                continue
+            if entry.is_dir():
+                yield from walk(entry, f"{prefix}{entry.name}/")
+            elif entry.name.endswith(".yaml"):
+                yield f"{prefix}{entry.name}"
+
+    roots = _roots(sources)
+    names = {name for root in roots if root.is_dir() for name in walk(root)}
+    return {name: digest for name in sorted(names) if (digest := _digest(roots, name))}
 
 
 def check_sources(hydra_cfg) -> None:
-    """ConfigError naming the config files that changed (added, edited, removed) since this process's
-    sweep started: the job would not be the run its check saw. Nothing outside such a sweep."""
+    """ConfigError naming the config files this job loaded (its primary config and each group
+    choice, Hydra's own groups aside) that changed since its sweep started: the job would not be
+    the run the sweep's check saw. Nothing when the sweep's start left no digests."""
     from promptscale.errors import ConfigError
 
-    if not SOURCES:
-        return
-    now = config_files(hydra_cfg.runtime.config_sources)
-    changed = sorted(path for path in SOURCES.keys() | now.keys() if SOURCES.get(path) != now.get(path))
+    started = SOURCES
+    if not started:
+        try:
+            started = json.loads((Path(hydra_cfg.sweep.dir) / SOURCES_FILE).read_text())
+        except (OSError, ValueError):
+            return
+    loaded = [f"{hydra_cfg.job.config_name}.yaml"] + [
+        f"{group}/{option}.yaml"
+        for group, option in hydra_cfg.runtime.choices.items()
+        if option is not None and not group.startswith("hydra")
+    ]
+    roots = _roots(hydra_cfg.runtime.config_sources)
+    changed = [name for name in loaded if _digest(roots, name) != started.get(name)]
     if changed:
-        shown = ", ".join(changed[:3]) + (f" and {len(changed) - 3} more" if len(changed) > 3 else "")
         raise ConfigError(
-            f"config file(s) changed since the sweep started ({shown}): this run would not be the one checked; "
-            "run the sweep again once the edit is done (finished runs are skipped)"
+            f"config file(s) changed since the sweep started ({', '.join(changed)}): this run would not be the one "
+            "checked; run the sweep again once the edit is done (finished runs are skipped)"
         )
 
 
@@ -152,6 +195,7 @@ class SweepCheck(Callback):
         SOURCES.update(config_files(config.hydra.runtime.config_sources))
         self.start = time.time()
         if not str(config.hydra.sweeper.get("_target_", "")).endswith(".BasicSweeper"):
+            self._keep_sources(config)
             return  # other sweepers (Optuna, Ax) choose their jobs as they go: nothing to list up front
         loader = GlobalHydra.instance().config_loader()
         cells = sweep_cells(config.hydra.sweeper.get("params"), list(config.hydra.overrides.task), loader)
@@ -163,7 +207,14 @@ class SweepCheck(Callback):
                 file=sys.stderr,
             )
             raise SystemExit(2)  # Hydra's callbacks turn an Exception into a warning
+        self._keep_sources(config)
         print(f"promptscale: sweep of {len(cells)} runs: every config checked", flush=True)
+
+    @staticmethod
+    def _keep_sources(config: DictConfig) -> None:
+        """The config files' digests into the sweep dir, for jobs that other processes run."""
+        with contextlib.suppress(OSError), atomic_path(Path(config.hydra.sweep.dir) / SOURCES_FILE) as tmp:
+            tmp.write_text(json.dumps(SOURCES))
 
     def on_multirun_end(self, config: DictConfig, **kwargs) -> None:
         SOURCES.clear()

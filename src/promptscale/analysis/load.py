@@ -245,12 +245,13 @@ def load(paths=()) -> Results:
             key = (run.config_hash, run.kind, run.split if run.kind == "eval" else "")
             target.pop(key, None)  # the last line wins, in its place
             target[key] = run
-    # a failed attempt of a cell that has since finished (the data fixed, the sweep re-run) is history
-    done = {_cell(r) for r in finished.values()}
-    failed = {k: r for k, r in failed.items() if _cell(r) not in done}
-    every = _with_settings(
-        _apart_by_model(_apart_by_data(list(finished.values()) + [r for k, r in failed.items() if k not in finished]))
+    # tasks and models named apart first (other data, another checkpoint): then a failed attempt of
+    # a cell that has since finished (the data fixed, the sweep re-run) is history
+    runs = _apart_by_model(
+        _apart_by_data(list(finished.values()) + [r for k, r in failed.items() if k not in finished])
     )
+    done = {_cell(r) for r in runs if r.finished}
+    every = _with_settings([r for r in runs if r.finished or _cell(r) not in done])
     results.runs = [r for r in every if r.finished]
     results.failed = [r for r in every if not r.finished]
     seen = defaultdict(int)
@@ -287,10 +288,12 @@ def _apart_by_data(runs: list[Run]) -> list[Run]:
 
 def _apart_by_model(runs: list[Run]) -> list[Run]:
     """Runs of one model name read from folders of different contents (a checkpoint re-trained in
-    place) become separate models, ``name [sha256:<8 hex>]``, so that no cell averages two checkpoints."""
+    place) become separate models, ``name [sha256:<8 hex>]``, so that no cell averages two checkpoints.
+    Lines without a digest (stored before digests, refused before reading the folder) keep the name."""
     digests: dict[str, set[str]] = defaultdict(set)
     for run in runs:
-        digests[run.model].add(run.model_digest)
+        if run.model_digest:
+            digests[run.model].add(run.model_digest)
     return [
         replace(r, model=f"{r.model} [sha256:{r.model_digest[:8]}]")
         if r.model_digest and len(digests[r.model]) > 1
