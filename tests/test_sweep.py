@@ -123,12 +123,14 @@ def test_a_config_file_edited_while_a_sweep_runs_refuses_its_later_jobs(sample_d
     conf = tmp_path / "conf"
     (conf / "experiment").mkdir(parents=True)
     mine = conf / "experiment" / "mine.yaml"
-    mine.write_text("# @package _global_\nexperiment: mine\nmethod_overrides:\n  finetune:\n    lr: 1.0e-3\n")
+    mine.write_text("# @package _global_\ndefaults:\n  - base\nexperiment: mine\n")
+    base = conf / "experiment" / "base.yaml"  # a config the experiment includes
+    base.write_text("# @package _global_\nmethod_overrides:\n  finetune:\n    lr: 1.0e-3\n")
     real_run = train.run
 
     def run_then_edit(*args, **kwargs):
         record = real_run(*args, **kwargs)
-        mine.write_text(mine.read_text().replace("1.0e-3", "2.0e-3"))  # someone edits the experiment
+        base.write_text(base.read_text().replace("1.0e-3", "2.0e-3"))  # someone edits it
         return record
 
     monkeypatch.setattr(train, "run", run_then_edit)
@@ -141,7 +143,7 @@ def test_a_config_file_edited_while_a_sweep_runs_refuses_its_later_jobs(sample_d
     lines = [json.loads(line) for line in (sweep / "results.jsonl").read_text().splitlines()]
     assert [(r["seed"], r["status"]) for r in lines] == [(0, "finished"), (1, "failed")]
     error = lines[1]["error"]
-    assert lines[1]["refused"] and "changed since the sweep started (experiment/mine.yaml)" in error, error
+    assert lines[1]["refused"] and "changed since the sweep started (experiment/base.yaml)" in error, error
     assert lines[0]["config"]["method"]["lr"] == 1.0e-3
 
     # a YAML no job loads may change meanwhile (another experiment, a run's own files under the config dir)
@@ -176,6 +178,7 @@ def test_jobs_of_other_processes_check_the_config_files_the_sweep_started_with(t
     job = OmegaConf.create(
         {
             "sweep": {"dir": str(tmp_path / "sweep")},
+            "launcher": {"_target_": "hydra_plugins.hydra_submitit_launcher.submitit_launcher.SlurmLauncher"},
             "job": {"config_name": "train"},
             "runtime": {
                 "choices": {"experiment": "mine", "hydra/launcher": "submitit_slurm"},
@@ -189,3 +192,6 @@ def test_jobs_of_other_processes_check_the_config_files_the_sweep_started_with(t
     mine.write_text("# @package _global_\nseed: 3\n")
     with pytest.raises(ConfigError, match=r"changed since the sweep started \(experiment/mine.yaml\)"):
         sweep.check_sources(job)
+    # Ray's launcher composed every job in the launching process, from the files as the check saw them
+    job.launcher._target_ = "hydra_plugins.hydra_ray_launcher.ray_launcher.RayLauncher"
+    sweep.check_sources(job)

@@ -7,6 +7,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import os
+import re
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -41,6 +42,9 @@ def file_sha256(path: Path) -> str:
 MODEL_FILE_SUFFIXES = (".json", ".safetensors", ".bin", ".pt", ".pth", ".gguf", ".model", ".txt", ".tiktoken", ".py")
 
 
+HEX64 = re.compile(r"[0-9a-f]{64}")
+
+
 def cache_root() -> Path:
     """Per-user cache (converted models, tiny tokenizers, tokenized data, file digests);
     PROMPTSCALE_CACHE overrides."""
@@ -51,13 +55,13 @@ def cache_root() -> Path:
 
 def stamped_sha256(path: Path) -> str:
     """``file_sha256`` of a file, kept in the cache under its stamp (resolved path, inode, size,
-    modification time): the gigabytes of a checkpoint are read once, not by every job, rank and
+    modification and change times): the gigabytes of a checkpoint are read once, not by every job, rank and
     re-run of a sweep; a file rewritten gets a new stamp."""
     stat = Path(path).stat()
-    stamp = f"{Path(path).resolve()}\0{stat.st_ino}\0{stat.st_size}\0{stat.st_mtime_ns}"
+    stamp = f"{Path(path).resolve()}\0{stat.st_ino}\0{stat.st_size}\0{stat.st_mtime_ns}\0{stat.st_ctime_ns}"
     kept = cache_root() / "digests" / hashlib.sha256(stamp.encode()).hexdigest()
-    with contextlib.suppress(OSError):
-        if len(digest := kept.read_text().strip()) == 64:
+    with contextlib.suppress(OSError, ValueError):  # missing, or not an entry: read the file
+        if HEX64.fullmatch(digest := kept.read_text().strip()):
             return digest
     digest = file_sha256(path)
     with contextlib.suppress(OSError), atomic_path(kept) as tmp:  # a cache that cannot be written: no cache

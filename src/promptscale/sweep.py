@@ -34,6 +34,8 @@ FAILED: dict[str, str] = {}
 # same in the sweep dir for jobs that other processes run (submitit, Ray compose them there)
 SOURCES: dict[str, str] = {}
 SOURCES_FILE = ".promptscale-config-files.json"
+# launchers that compose every job's config in the launching process when the sweep starts
+COMPOSED_AT_LAUNCH = ("hydra_plugins.hydra_ray_launcher",)
 
 
 def _roots(sources) -> list:
@@ -82,23 +84,50 @@ def config_files(sources) -> dict[str, str]:
     return {name: digest for name in sorted(names) if (digest := _digest(roots, name))}
 
 
+def _loaded(hydra_cfg) -> list[str]:
+    """The config files this job was composed from (Hydra's defaults list for its overrides: the
+    primary config, each group option, configs an experiment includes), Hydra's own groups aside;
+    from its group choices where the defaults list cannot be computed here."""
+    from hydra.core.global_hydra import GlobalHydra
+    from hydra.types import RunMode
+
+    try:
+        defaults = (
+            GlobalHydra.instance()
+            .config_loader()
+            .compute_defaults_list(
+                hydra_cfg.job.config_name,
+                [*hydra_cfg.overrides.hydra, *hydra_cfg.overrides.task],
+                RunMode.MULTIRUN,
+            )
+            .defaults
+        )
+        paths = [d.config_path for d in defaults if d.config_path]
+    except Exception:  # noqa: BLE001 - no Hydra initialized in this process (a launcher's job): the choices
+        paths = [hydra_cfg.job.config_name] + [
+            f"{group}/{option}" for group, option in hydra_cfg.runtime.choices.items() if isinstance(option, str)
+        ]
+    names = [
+        f"{path.removesuffix('.yaml')}.yaml" for path in paths if path != "hydra" and not path.startswith("hydra/")
+    ]
+    return list(dict.fromkeys(names))
+
+
 def check_sources(hydra_cfg) -> None:
-    """ConfigError naming the config files this job loaded (its primary config and each group
-    choice, Hydra's own groups aside) that changed since its sweep started: the job would not be
-    the run the sweep's check saw. Nothing when the sweep's start left no digests."""
+    """ConfigError naming the config files this job was composed from that changed since its sweep
+    started: the job would not be the run the sweep's check saw. Nothing when the sweep's start left
+    no digests, nor for launchers that compose every job when the sweep starts (Ray)."""
     from promptscale.errors import ConfigError
 
+    if str((hydra_cfg.get("launcher") or {}).get("_target_", "")).startswith(COMPOSED_AT_LAUNCH):
+        return
     started = SOURCES
     if not started:
         try:
             started = json.loads((Path(hydra_cfg.sweep.dir) / SOURCES_FILE).read_text())
         except (OSError, ValueError):
             return
-    loaded = [f"{hydra_cfg.job.config_name}.yaml"] + [
-        f"{group}/{option}.yaml"
-        for group, option in hydra_cfg.runtime.choices.items()
-        if option is not None and not group.startswith("hydra")
-    ]
+    loaded = _loaded(hydra_cfg)
     roots = _roots(hydra_cfg.runtime.config_sources)
     changed = [name for name in loaded if _digest(roots, name) != started.get(name)]
     if changed:

@@ -245,13 +245,18 @@ def load(paths=()) -> Results:
             key = (run.config_hash, run.kind, run.split if run.kind == "eval" else "")
             target.pop(key, None)  # the last line wins, in its place
             target[key] = run
-    # tasks and models named apart first (other data, another checkpoint): then a failed attempt of
-    # a cell that has since finished (the data fixed, the sweep re-run) is history
-    runs = _apart_by_model(
-        _apart_by_data(list(finished.values()) + [r for k, r in failed.items() if k not in finished])
+    # a failed attempt of a cell that has since finished (the data fixed, the sweep re-run) is history;
+    # one on a model folder's other contents (a re-trained checkpoint) is its own cell
+    done = {_cell(r) for r in finished.values()}
+    done_on = {(*_cell(r), r.model_digest) for r in finished.values()}
+    failed = {
+        k: r
+        for k, r in failed.items()
+        if ((*_cell(r), r.model_digest) not in done_on if r.model_digest else _cell(r) not in done)
+    }
+    every = _with_settings(
+        _apart_by_model(_apart_by_data(list(finished.values()) + [r for k, r in failed.items() if k not in finished]))
     )
-    done = {_cell(r) for r in runs if r.finished}
-    every = _with_settings([r for r in runs if r.finished or _cell(r) not in done])
     results.runs = [r for r in every if r.finished]
     results.failed = [r for r in every if not r.finished]
     seen = defaultdict(int)
