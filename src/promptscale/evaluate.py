@@ -117,12 +117,12 @@ def check_trained_on(config: dict, cfg) -> dict[str, str]:
     trained_on = (config.get("file_digests") or {}).get("model.path")
     if not trained_on:
         return {}
-    if not input_files(cfg.model):
+    if not (folder := input_files(cfg.model)):
         raise ConfigError(
             f"model.path={cfg.model.path}: no such folder here, and the run trained on a model folder "
             f"(sha256 {trained_on}); give the folder that holds it (model.path=<folder>)"
         )
-    now = file_digests(input_files(cfg.model))["model.path"]
+    now = file_digests(folder)["model.path"]
     if now != trained_on:
         raise ConfigError(
             f"model.path={cfg.model.path}: holds other weights than the run trained on (sha256 {now}, the run's "

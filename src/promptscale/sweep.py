@@ -31,7 +31,7 @@ from promptscale.files import atomic_path
 # jobs of this process's sweep that failed: (overrides, what happened); filled by train._hydra_main
 FAILED: dict[str, str] = {}
 # the config files' digests when this process's sweep started (config_files), for check_sources; the
-# same in the sweep dir for jobs that other processes run (submitit, Ray compose them there)
+# same in the sweep dir for jobs that other processes compose (submitit)
 SOURCES: dict[str, str] = {}
 SOURCES_FILE = ".promptscale-config-files.json"
 # launchers that compose every job's config in the launching process when the sweep starts
