@@ -145,6 +145,24 @@ def test_runs_differing_outside_method_settings_are_averaged_per_seed_and_noted(
     assert results.merged == 2 and "Note: 2 runs share" in markdown([table], results)
 
 
+def test_the_footer_names_library_versions_and_counts_them_when_runs_mix_them(tmp_path):
+    old = {"torch": "2.13.0", "transformers": "5.24.0"}
+    new = {"torch": "2.13.0", "transformers": "5.25.0"}
+    same = [{**ft("m", SMALL, "cb", s, 0.5), "libraries": new} for s in range(3)]
+    results = load([write_store(tmp_path / "same.jsonl", same)])
+    assert "Libraries: torch 2.13.0; transformers 5.25.0." in markdown(build_tables(results), results)
+
+    mixed = same[:2] + [{**ft("m", SMALL, "cb", 2, 0.5), "libraries": old}, ft("m", SMALL, "cb", 3, 0.5)]
+    results = load([write_store(tmp_path / "mixed.jsonl", mixed)])
+    assert (
+        "Libraries (mixed versions): torch 2.13.0 (3 runs), not recorded (1 run); "
+        "transformers 5.25.0 (2 runs), 5.24.0 (1 run), not recorded (1 run)."
+    ) in markdown(build_tables(results), results)
+
+    unrecorded = load([write_store(tmp_path / "old.jsonl", [ft("m", SMALL, "cb", 0, 0.5)])])
+    assert "Libraries" not in markdown(build_tables(unrecorded), unrecorded)
+
+
 def test_two_tasks_of_one_name_reading_different_data_never_share_a_cell(tmp_path):
     """Two user task YAMLs both named ``mine`` (a WikiANN-like and a CoNLL-2000-like folder): two
     columns named by folder, no average of the two datasets; the same folder keeps one column."""

@@ -122,6 +122,8 @@ def test_overfit_tiny_set(train, tmp_path, method, model, task):
     assert set(record["metrics"]) == expected_metrics
     assert all(0.0 <= v <= 1.0 for v in record["metrics"].values())
     assert 0.0 <= record["score"] <= 1.0
+    assert record["libraries"]["torch"] == torch.__version__
+    assert set(record["libraries"]) == {"torch", "transformers", "tokenizers", "peft", "lightning"}
     total = sum(p.numel() for p in module.parameters())
     backbone_total = sum(p.numel() for p in module.backbone.parameters())
     tag_head = HIDDEN * N_TAGS + N_TAGS if task == "conll03" else 0

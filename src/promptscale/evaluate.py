@@ -210,7 +210,14 @@ def evaluate(run: Path, overrides=(), file: Path | None = None, results_file: Pa
     ``of``: the run's config hash) to ``results_file`` (default ``<run dir>/eval/results.jsonl``)."""
     from promptscale.metrics import task_score
     from promptscale.predictions import paths_relative_to, prediction_records, write_predictions
-    from promptscale.results import append_result, finished_record, git_commit, redact, secret_values
+    from promptscale.results import (
+        append_result,
+        finished_record,
+        git_commit,
+        library_versions,
+        redact,
+        secret_values,
+    )
 
     start = time.time()
     cfg, key, weights, data, digests = prepare(run, overrides, file)
@@ -250,6 +257,7 @@ def evaluate(run: Path, overrides=(), file: Path | None = None, results_file: Pa
         "wall_time_s": round(time.time() - start, 2),
         "version": __version__,
         "git_commit": git_commit(),
+        "libraries": library_versions(),
         "finished_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
     }
     record = paths_relative_to(redact(record, secrets), results_file)

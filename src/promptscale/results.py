@@ -368,6 +368,23 @@ class Claim:
             self.fd = None
 
 
+# the libraries whose versions can change a run's numbers (kernels, tokenization, training loop); a
+# result line records them, so that a table can say when it mixes runs of different versions
+LIBRARIES = ("torch", "transformers", "tokenizers", "peft", "lightning")
+
+
+def library_versions() -> dict[str, str]:
+    from importlib.metadata import PackageNotFoundError, version
+
+    found = {}
+    for name in LIBRARIES:
+        try:
+            found[name] = version(name)
+        except PackageNotFoundError:
+            continue
+    return found
+
+
 def git_commit() -> str | None:
     try:
         out = subprocess.run(

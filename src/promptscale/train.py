@@ -348,7 +348,7 @@ def _keep_result(out_dir: Path, key: str, record: dict, keep, checkpoint: Path) 
 
 
 def _identity(cfg, config: dict, key: str, out_dir: Path) -> dict:
-    from promptscale.results import git_commit
+    from promptscale.results import git_commit, library_versions
 
     return {
         "config_hash": key,
@@ -360,6 +360,7 @@ def _identity(cfg, config: dict, key: str, out_dir: Path) -> dict:
         "output_dir": str(out_dir),
         "version": __version__,
         "git_commit": git_commit(),
+        "libraries": library_versions(),
         "finished_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
     }
 

@@ -12,7 +12,7 @@ import json
 import math
 import re
 import statistics
-from collections import defaultdict
+from collections import Counter, defaultdict
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
@@ -67,6 +67,8 @@ class Run:
     # the contents' digest of a model read from a local folder (``file_digests["model.path"]``): two
     # checkpoints under one model name never share a cell (``_apart_by_model``)
     model_digest: str = field(default="", compare=False)
+    # ((library, version), ...) the run recorded (``results.LIBRARIES``); empty for older lines
+    libraries: tuple = field(default=(), compare=False)
     # (key, value) of the method settings that vary among this method's runs; set by ``load``
     settings: tuple = ()
     is_average: bool = False  # a SuperGLUE-average pseudo-run (``superglue_runs``)
@@ -124,12 +126,37 @@ class Results:
         if self.skipped:
             shown = "; ".join(self.skipped[:5]) + ("; …" if len(self.skipped) > 5 else "")
             lines.append(f"Skipped: {len(self.skipped)} unreadable or incomplete record(s): {shown}.")
+        if versions := library_footer(self.runs):
+            lines.append(versions)
         if self.merged:
             lines.append(
                 f"Note: {self.merged} runs share model, method settings, task, split and seed with another run "
                 "(other settings differ); a cell averages them per seed first."
             )
         return "\n".join(lines)
+
+
+def library_footer(runs: list[Run]) -> str:
+    """``Libraries: torch 2.13.0; transformers 5.25.0; …`` when every run recorded the same versions;
+    ``Libraries (mixed versions): torch 2.13.0; transformers 5.25.0 (24 runs), not recorded (13 runs)``
+    when they differ, each version counted: a table that mixes library versions says so."""
+    counts: dict[str, Counter] = defaultdict(Counter)
+    for run in runs:
+        for name, version in run.libraries:
+            counts[name][version] += 1
+    if not counts:
+        return ""
+    parts = []
+    for name, seen in counts.items():
+        if len(seen) == 1 and seen.total() == len(runs):
+            parts.append(f"{name} {next(iter(seen))}")
+        else:
+            unrecorded = len(runs) - seen.total()
+            shown = [f"{v} ({n} run{'s' * (n != 1)})" for v, n in sorted(seen.items(), key=lambda kv: -kv[1])]
+            shown += [f"not recorded ({unrecorded} run{'s' * (unrecorded != 1)})"] if unrecorded else []
+            parts.append(f"{name} " + ", ".join(shown))
+    mixed = any(len(seen) > 1 or seen.total() < len(runs) for seen in counts.values())
+    return ("Libraries (mixed versions): " if mixed else "Libraries: ") + "; ".join(parts) + "."
 
 
 # ---------------------------------------------------------------- reading
@@ -205,6 +232,7 @@ def _to_run(record: dict, store: Path, source: str) -> Run:
         predictions_n=_optional_int(predictions.get("n")) if path else None,
         data_source=json.dumps(source_of_data, sort_keys=True) if task_config else "",
         model_digest=str((config.get("file_digests") or {}).get("model.path") or ""),
+        libraries=tuple((str(k), str(v)) for k, v in (record.get("libraries") or {}).items()),
     )
 
 
